@@ -1,0 +1,155 @@
+"""``flask --app wsgi shop …``: the organizer's and operator's commands."""
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from .extensions import db
+from .models import DiscountCode, Event, TicketOrder, TicketType
+from .models.base import utcnow
+from .payments import PaymentError
+from .services.fulfilment import refund_order, sweep
+
+shop_cli = AppGroup("shop", help="Organizer and operator commands for the ticket shop.")
+
+
+def _when(value):
+    """ISO 8601 → naive UTC (times without an offset are taken as UTC)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30:00+01:00") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _money(value):
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise click.BadParameter(f"{value!r} is not an amount like 20.00") from None
+    if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")) or amount >= Decimal("100000000"):
+        raise click.BadParameter(f"{value!r} must be a non-negative amount with at most two decimals")
+    return amount
+
+
+@shop_cli.command("create-event")
+@click.option("--title", required=True)
+@click.option("--starts-at", required=True, help="ISO 8601, e.g. 2027-03-01T19:30:00+01:00")
+@click.option("--venue", required=True)
+@click.option("--description", default="")
+def create_event(title, starts_at, venue, description):
+    """Create an event."""
+    if not title.strip() or len(title) > 200:
+        raise click.BadParameter("the title must be 1 to 200 characters", param_hint="--title")
+    event = Event(title=title.strip(), starts_at=_when(starts_at), venue=venue.strip(), description=description)
+    db.session.add(event)
+    db.session.commit()
+    click.echo(f"Created event {event.id}: {event.title} at {event.venue}, {event.starts_at:%Y-%m-%d %H:%M} UTC")
+
+
+@shop_cli.command("add-ticket")
+@click.argument("event_id", type=int)
+@click.option("--name", required=True)
+@click.option("--price", required=True, help="e.g. 20.00")
+@click.option("--capacity", required=True, type=click.IntRange(min=1))
+def add_ticket(event_id, name, price, capacity):
+    """Add a ticket type to an event."""
+    if db.session.get(Event, event_id) is None:
+        raise click.ClickException(f"There is no event {event_id}.")
+    ticket = TicketType(event_id=event_id, name=name.strip(), price=_money(price), capacity=capacity)
+    db.session.add(ticket)
+    db.session.commit()
+    click.echo(f"Added ticket type {ticket.id} to event {event_id}: {ticket.name}, {ticket.price}, {capacity} seats")
+
+
+@shop_cli.command("create-discount")
+@click.argument("code")
+@click.option("--percent-off", type=click.IntRange(1, 100))
+@click.option("--amount-off")
+@click.option("--max-uses", type=click.IntRange(min=1))
+@click.option("--event", "event_id", type=int)
+@click.option("--valid-from")
+@click.option("--valid-until")
+def create_discount(code, percent_off, amount_off, max_uses, event_id, valid_from, valid_until):
+    """Create a discount code (--percent-off N or --amount-off X)."""
+    if (percent_off is None) == (amount_off is None):
+        raise click.UsageError("Give exactly one of --percent-off and --amount-off.")
+    normalized = DiscountCode.normalize(code)
+    if not normalized or len(normalized) > 64 or not normalized.replace("-", "").replace("_", "").isalnum():
+        raise click.BadParameter("use 1 to 64 letters, digits, - or _", param_hint="CODE")
+    if event_id is not None and db.session.get(Event, event_id) is None:
+        raise click.ClickException(f"There is no event {event_id}.")
+    if db.session.execute(select(DiscountCode.id).where(DiscountCode.code == normalized)).first():
+        raise click.ClickException(f"The code {normalized} exists already.")
+    discount = DiscountCode(code=normalized, percent_off=percent_off,
+                            amount_off=_money(amount_off) if amount_off is not None else None,
+                            max_uses=max_uses, event_id=event_id,
+                            valid_from=_when(valid_from) if valid_from else None,
+                            valid_until=_when(valid_until) if valid_until else None)
+    db.session.add(discount)
+    db.session.commit()
+    click.echo(f"Created discount {discount.code}: {discount.describe()}"
+               + (f", at most {max_uses} uses" if max_uses else "")
+               + (f", for event {event_id}" if event_id else ""))
+
+
+DEMO_EVENTS = [
+    ("Night of the Modular Synths", "The Warehouse, Berlin", 21,
+     "Six artists, forty patch cables, one long night.", [("Standing", "25.00", 300), ("Balcony", "45.00", 40)]),
+    ("PyCon Lightning Evening", "Community Hall, Leeds", 35,
+     "Five-minute talks on everything Python, with pizza.", [("General admission", "10.00", 120), ("Supporter", "30.00", 20)]),
+    ("String Quartet at Dawn", "Botanic Garden Glasshouse", 50,
+     "Haydn and Shostakovich as the sun comes up.", [("Seat", "35.00", 60)]),
+]
+
+
+@shop_cli.command("seed-demo")
+def seed_demo():
+    """Create a few upcoming demo events with ticket types; running it again adds nothing."""
+    existing = set(db.session.execute(select(Event.title)).scalars())
+    today = utcnow().replace(hour=19, minute=30, second=0, microsecond=0)
+    for title, venue, days, description, tickets in DEMO_EVENTS:
+        if title in existing:
+            click.echo(f"Demo event exists: {title}")
+            continue
+        event = Event(title=title, venue=venue, description=description, starts_at=today + timedelta(days=days))
+        event.ticket_types = [TicketType(name=n, price=Decimal(p), capacity=c) for n, p, c in tickets]
+        db.session.add(event)
+        db.session.commit()
+        click.echo(f"Created demo event {event.id}: {title} ({len(tickets)} ticket types)")
+
+
+@shop_cli.command("refund")
+@click.argument("order_id", type=int)
+@click.option("--reason", default="refunded by the organizer")
+def refund(order_id, reason):
+    """Refund a paid order in full through Stripe."""
+    try:
+        outcome = refund_order(order_id, reason)
+    except PaymentError as exc:
+        raise click.ClickException(str(exc)) from None
+    order = db.session.get(TicketOrder, order_id)
+    click.echo(f"Order {order_id}: refund requested; the order is now {order.status} ({outcome})")
+
+
+@shop_cli.command("sweep")
+def sweep_command():
+    """Release ended holds and settle pending orders from Stripe (the server also runs this every minute)."""
+    counts = sweep()
+    click.echo(", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "Nothing to settle.")
+
+
+@shop_cli.command("attention")
+def attention():
+    """List the orders that need the organizer's attention, with why."""
+    orders = db.session.execute(select(TicketOrder).where(TicketOrder.needs_attention.is_(True))
+                                .order_by(TicketOrder.updated_at.desc())).unique().scalars().all()
+    for order in orders:
+        click.echo(f"order {order.id} ({order.status}, {order.email}, {order.quantity} × {order.ticket.name}, "
+                   f"{order.total_amount} {order.currency.upper()}): {order.attention_reason}")
+    if not orders:
+        click.echo("No order needs attention.")

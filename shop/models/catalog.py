@@ -1,0 +1,95 @@
+"""Events, their ticket types and discount codes."""
+from decimal import Decimal
+
+from sqlalchemy import CheckConstraint, Index, func
+
+from ..extensions import db
+from .base import utcnow
+
+
+class Event(db.Model):
+    __tablename__ = "events"
+
+    id = db.Column(db.Integer, primary_key=True)
+    title = db.Column(db.String(200), nullable=False)
+    description = db.Column(db.Text, nullable=False, default="", server_default="")
+    venue = db.Column(db.String(200), nullable=False, default="", server_default="")
+    starts_at = db.Column(db.DateTime, nullable=False, index=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
+
+    ticket_types = db.relationship("TicketType", back_populates="event", order_by="TicketType.price, TicketType.id")
+
+    def __repr__(self):
+        return f"<Event {self.id} {self.title!r}>"
+
+
+class TicketType(db.Model):
+    """A kind of ticket for one event (the existing system calls the table ``tickets``).
+
+    ``sold_quantity`` counts paid seats; ``held_quantity`` counts seats held by pending or
+    processing orders. Both only change under this row's lock, by the checkout (hold) and
+    the order state machine, so ``capacity - sold - held`` is what is left to sell.
+    """
+    __tablename__ = "tickets"
+    __table_args__ = (
+        CheckConstraint("sold_quantity >= 0 AND held_quantity >= 0", name="ck_tickets_counts_non_negative"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    event_id = db.Column(db.Integer, db.ForeignKey("events.id"), nullable=False, index=True)
+    name = db.Column(db.String(120), nullable=False)
+    price = db.Column(db.Numeric(10, 2), nullable=False)
+    capacity = db.Column(db.Integer, nullable=False)
+    sold_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    held_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+
+    event = db.relationship("Event", back_populates="ticket_types")
+
+    @property
+    def remaining(self):
+        return max(0, self.capacity - self.sold_quantity - self.held_quantity)
+
+
+class DiscountCode(db.Model):
+    """A code taking ``percent_off`` or ``amount_off`` off the unit price.
+
+    Codes are stored upper-case and looked up upper-case, which makes them case-insensitive
+    on every database. ``used_count`` counts paid orders; ``reserved_count`` counts live
+    holds, so ``max_uses`` can never be exceeded by a rush of concurrent checkouts.
+    """
+    __tablename__ = "discount_codes"
+    __table_args__ = (
+        CheckConstraint("(percent_off IS NULL) <> (amount_off IS NULL)", name="ck_discount_one_kind"),
+        CheckConstraint("used_count >= 0 AND reserved_count >= 0", name="ck_discount_counts_non_negative"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    code = db.Column(db.String(64), nullable=False, unique=True)
+    percent_off = db.Column(db.Integer, nullable=True)
+    amount_off = db.Column(db.Numeric(10, 2), nullable=True)
+    max_uses = db.Column(db.Integer, nullable=True)
+    used_count = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    reserved_count = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    event_id = db.Column(db.Integer, db.ForeignKey("events.id"), nullable=True, index=True)
+    valid_from = db.Column(db.DateTime, nullable=True)
+    valid_until = db.Column(db.DateTime, nullable=True)
+
+    @staticmethod
+    def normalize(code):
+        return (code or "").strip().upper()
+
+    def discounted_price(self, unit_price):
+        """The unit price after this discount, never below zero, rounded down to the cent (in the buyer's favour)."""
+        unit_price = Decimal(unit_price)
+        if self.percent_off is not None:
+            off = unit_price * Decimal(self.percent_off) / 100
+            price = unit_price - off
+        else:
+            price = unit_price - Decimal(self.amount_off)
+        return max(Decimal("0.00"), price.quantize(Decimal("0.01"), rounding="ROUND_FLOOR"))
+
+    def describe(self):
+        return f"{self.percent_off}% off" if self.percent_off is not None else f"{self.amount_off} off"
+
+
+Index("ix_events_upcoming", Event.starts_at, Event.id)

@@ -1,0 +1,120 @@
+"""Ticket orders, their states, and the admission tickets a paid order carries."""
+import enum
+
+from sqlalchemy import Index, func
+
+from ..extensions import db
+from .base import utcnow
+
+
+class OrderStatus(str, enum.Enum):
+    """The one definition of an order's states and the moves between them.
+
+    ``services.orders.change_status`` is the only code that moves an order, and it refuses
+    any move not listed in ``TRANSITIONS``.
+    """
+    PENDING = "pending"          # seats held, waiting for the buyer to pay on Stripe
+    PROCESSING = "processing"    # paid with a delayed method (bank debit); seats still held
+    PAID = "paid"
+    EXPIRED = "expired"          # the Checkout Session ran out; seats released
+    CANCELLED = "cancelled"      # the buyer left Stripe's page through "back"; seats released
+    FAILED = "failed"            # the delayed payment failed, or Stripe refused the checkout
+    REFUNDED = "refunded"
+
+    @property
+    def holds_seats(self):
+        return self in (OrderStatus.PENDING, OrderStatus.PROCESSING)
+
+    @property
+    def label(self):
+        return STATUS_LABELS[self]
+
+
+STATUS_LABELS = {
+    OrderStatus.PENDING: "Awaiting payment",
+    OrderStatus.PROCESSING: "Payment processing — your seats are held",
+    OrderStatus.PAID: "Paid",
+    OrderStatus.EXPIRED: "Expired — the checkout timed out, nothing was charged",
+    OrderStatus.CANCELLED: "Cancelled — nothing was charged",
+    OrderStatus.FAILED: "Payment failed — nothing was charged",
+    OrderStatus.REFUNDED: "Refunded",
+}
+
+_RELEASED = (OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.FAILED)
+
+TRANSITIONS = {
+    OrderStatus.PENDING: {OrderStatus.PROCESSING, OrderStatus.PAID, *_RELEASED},
+    OrderStatus.PROCESSING: {OrderStatus.PAID, OrderStatus.FAILED},
+    OrderStatus.PAID: {OrderStatus.REFUNDED},
+    # A payment can still arrive after the hold ended (Stripe's session outlived it, or
+    # events came out of order): it becomes paid if seats remain, or is refunded.
+    OrderStatus.EXPIRED: {OrderStatus.PAID, OrderStatus.REFUNDED, OrderStatus.PROCESSING},
+    OrderStatus.CANCELLED: {OrderStatus.PAID, OrderStatus.REFUNDED, OrderStatus.PROCESSING},
+    OrderStatus.FAILED: {OrderStatus.PAID, OrderStatus.REFUNDED},
+    OrderStatus.REFUNDED: set(),
+}
+
+
+class TicketOrder(db.Model):
+    __tablename__ = "ticket_orders"
+    __table_args__ = (
+        Index("ix_ticket_orders_user_created", "user_id", "created_at"),
+        Index("ix_ticket_orders_status_hold", "status", "hold_expires_at"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    event_id = db.Column(db.Integer, db.ForeignKey("events.id"), nullable=False, index=True)
+    ticket_id = db.Column(db.Integer, db.ForeignKey("tickets.id"), nullable=False, index=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    email = db.Column(db.String(255), nullable=False)
+    quantity = db.Column(db.Integer, nullable=False)
+    unit_price = db.Column(db.Numeric(10, 2), nullable=False)
+    discount_code_id = db.Column(db.Integer, db.ForeignKey("discount_codes.id"), nullable=True)
+    total_amount = db.Column(db.Numeric(10, 2), nullable=False)
+    currency = db.Column(db.String(3), nullable=False)
+    status = db.Column(db.String(16), nullable=False, default=OrderStatus.PENDING.value, server_default="pending")
+    stripe_checkout_session_id = db.Column(db.String(255), nullable=True, unique=True)
+    stripe_payment_intent_id = db.Column(db.String(255), nullable=True, index=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
+    paid_at = db.Column(db.DateTime, nullable=True)
+    # Columns beyond the existing system's all have defaults, so rows written by older code still load.
+    hold_expires_at = db.Column(db.DateTime, nullable=True)
+    refunded_amount = db.Column(db.Numeric(10, 2), nullable=False, default=0, server_default="0")
+    needs_attention = db.Column(db.Boolean, nullable=False, default=False, server_default="0", index=True)
+    attention_reason = db.Column(db.String(255), nullable=False, default="", server_default="")
+    # When the sweeper last asked Stripe about this pending order (it heals orders no event settled).
+    checked_at = db.Column(db.DateTime, nullable=True)
+    updated_at = db.Column(db.DateTime, nullable=False, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
+
+    event = db.relationship("Event", lazy="joined", innerjoin=True)
+    ticket = db.relationship("TicketType", lazy="joined", innerjoin=True)
+    discount_code = db.relationship("DiscountCode")
+    admissions = db.relationship("Admission", back_populates="order", order_by="Admission.id")
+
+    @property
+    def state(self):
+        return OrderStatus(self.status)
+
+    @property
+    def amount_minor(self):
+        """The total in the currency's minor unit, as Stripe counts it."""
+        return int((self.total_amount * 100).to_integral_value())
+
+    @property
+    def partially_refunded(self):
+        return self.state is OrderStatus.PAID and self.refunded_amount > 0
+
+    def __repr__(self):
+        return f"<TicketOrder {self.id} {self.status}>"
+
+
+class Admission(db.Model):
+    """One admission ticket of a paid order: what an attendee shows at the door."""
+    __tablename__ = "admissions"
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("ticket_orders.id"), nullable=False, index=True)
+    code = db.Column(db.String(32), nullable=False, unique=True)
+    void = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
+
+    order = db.relationship("TicketOrder", back_populates="admissions")

@@ -1,0 +1,6 @@
+"""Operations: the health check."""
+from flask import Blueprint
+
+bp = Blueprint("ops", __name__)
+
+from . import routes  # noqa: E402,F401
