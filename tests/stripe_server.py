@@ -257,7 +257,7 @@ class FakeStripe:
         params = parse_form(raw_params)
         with self._lock:
             self.requests.append(ApiRequest(method, path, params, dict(headers.items())))
-            if False:
+            if self.down:
                 return None
             reply_headers = {"Request-Id": _new_id("req_", 14)}
             # Stripe ignores Idempotency-Key on GET: reading is idempotent anyway.
