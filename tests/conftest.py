@@ -100,6 +100,20 @@ def client(app):
 
 
 @pytest.fixture
+def form_client(app, client):
+    """A client whose form posts skip CSRF (CSRF itself is tested with ``csrf_client``)."""
+    app.config["WTF_CSRF_ENABLED"] = False
+    yield client
+    app.config["WTF_CSRF_ENABLED"] = True
+
+
+def login(client, user, password="correct horse battery"):
+    """Log ``user`` in through the login form (the client must skip CSRF)."""
+    response = client.post("/login", data={"email": user.email, "password": password})
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+
+@pytest.fixture
 def csrf_client(app):
     """A client for form posts with CSRF enforced: ``csrf_client.token(path)`` reads the page's token."""
     client = app.test_client()

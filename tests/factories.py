@@ -56,5 +56,6 @@ def checkout(ticket, quantity=1, email="buyer@example.com", discount_code="", us
 
 
 def reload(obj):
-    """The row as the database has it now."""
+    """The row as the database has it now (ending the test's transaction, so its snapshot is fresh)."""
+    db.session.rollback()
     return db.session.get(type(obj), obj.id, populate_existing=True)

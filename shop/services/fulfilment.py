@@ -137,17 +137,21 @@ def _note_error(event_id, exc):
 
 
 def note_delivery(path):
-    """Remember when ``path`` last delivered something (``doctor`` shows it)."""
+    """Remember when ``path`` last delivered something (``doctor`` shows it).
+
+    Bookkeeping only: losing a race for the first insert, or any database error here, must
+    not cost the event; recording the event itself comes next and fails loudly if it must.
+    """
     now = utcnow()
-    stmt = update(DeliveryPath).where(DeliveryPath.name == path).values(
-        last_delivered_at=now, deliveries=DeliveryPath.deliveries + 1)
-    if not db.session.execute(stmt).rowcount:
-        try:
-            with db.session.begin_nested():
-                db.session.add(DeliveryPath(name=path, last_delivered_at=now, deliveries=1))
-        except IntegrityError:
-            db.session.execute(stmt)
-    db.session.commit()
+    try:
+        updated = db.session.execute(update(DeliveryPath).where(DeliveryPath.name == path).values(
+            last_delivered_at=now, deliveries=DeliveryPath.deliveries + 1)).rowcount
+        if not updated:
+            db.session.add(DeliveryPath(name=path, last_delivered_at=now, deliveries=1))
+        db.session.commit()
+    except DBAPIError as exc:
+        db.session.rollback()
+        logger.debug("delivery of %s not noted: %s", path, exc)
 
 
 def _process_event(event, path):
@@ -211,7 +215,13 @@ def reconcile_order(order_id, path, *, cancelled=False):
         return "ignored: no such order or no checkout session"
     session_id = order.stripe_checkout_session_id
     db.session.rollback()
-    session = gateway().retrieve_session(session_id)
+    try:
+        session = gateway().retrieve_session(session_id)
+    except PaymentUnavailable:
+        raise
+    except PaymentError as exc:
+        logger.error("order %s: Stripe refused to show session %s: %s", order_id, session_id, exc)
+        return f"ignored: Stripe refused to show {session_id}"
     outcome, _ = _reconcile(session, path, cause=f"{path} re-read session {session_id}", cancelled=cancelled)
     return outcome
 

@@ -1,0 +1,199 @@
+"""Checkout: the buy form, what Stripe is asked for, and every way a request is refused."""
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from shop.extensions import db
+from shop.models import TicketOrder
+from shop.models.base import utcnow
+from tests.conftest import login
+from tests.factories import make_discount, make_event, make_ticket, make_user, reload
+
+
+def order_count():
+    return db.session.query(TicketOrder).count()
+
+
+def buy(client, ticket, **fields):
+    data = {"quantity": "1", "email": "buyer@example.com", **fields}
+    return client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout", data=data)
+
+
+def test_event_page_lists_ticket_types_with_prices_and_seats_left(ctx, client):
+    ticket = make_ticket(name="Balcony", price="45.00", capacity=40, sold_quantity=5)
+    page = client.get(f"/events/{ticket.event_id}").get_data(as_text=True)
+    assert "Balcony" in page and "45.00 USD" in page and "35 left" in page
+
+
+def test_index_lists_upcoming_events_only(ctx, client):
+    make_event(title="Next week", starts_at=utcnow() + timedelta(days=7))
+    make_event(title="Last week", starts_at=utcnow() - timedelta(days=7))
+    page = client.get("/").get_data(as_text=True)
+    assert "Next week" in page and "Last week" not in page
+
+
+def test_checkout_creates_pending_order_and_stripe_session(ctx, form_client, stripe_server):
+    ticket = make_ticket(price="20.00")
+    response = buy(form_client, ticket, quantity="3")
+
+    assert response.status_code == 303
+    order = db.session.query(TicketOrder).one()
+    session = stripe_server.sessions[order.stripe_checkout_session_id]
+    assert response.headers["Location"] == session["url"]
+    assert order.status == "pending" and order.quantity == 3 and order.total_amount == Decimal("60.00")
+    assert session["metadata"] == {"order_id": str(order.id), "event_id": str(ticket.event_id), "ticket_id": str(ticket.id)}
+    assert session["client_reference_id"] == str(order.id)
+    assert session["amount_total"] == 6000 and session["customer_email"] == "buyer@example.com"
+    assert "{CHECKOUT_SESSION_ID}" in session["success_url"]
+    assert abs(session["expires_at"] - (utcnow() + timedelta(minutes=31)).timestamp()) < 120
+    create = [r for r in stripe_server.requests if r.method == "POST" and r.path == "/v1/checkout/sessions"][-1]
+    assert create.headers.get("Idempotency-Key") == f"checkout-order-{order.id}"
+    assert reload(ticket).held_quantity == 3
+
+
+def test_json_checkout_answers_order_id_and_checkout_url(ctx, client, stripe_server):
+    ticket = make_ticket()
+    response = client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
+                           json={"quantity": 2, "email": "api@example.com"})
+    assert response.status_code == 201
+    order = db.session.get(TicketOrder, response.json["order_id"])
+    assert order.quantity == 2 and response.json["checkout_url"] == stripe_server.sessions[order.stripe_checkout_session_id]["url"]
+
+
+def test_logged_in_buyer_order_carries_user_id(ctx, app, form_client):
+    user = make_user()
+    login(form_client, user)
+    buy(form_client, make_ticket())
+    assert db.session.query(TicketOrder).one().user_id == user.id
+
+
+def test_discount_is_applied_and_rounded_in_buyers_favour(ctx, form_client, stripe_server):
+    ticket = make_ticket(price="9.99")
+    make_discount("third", percent_off=33)
+    assert buy(form_client, ticket, discount_code="Third", quantity="2").status_code == 303
+    order = db.session.query(TicketOrder).one()
+    # 9.99 − 33 % = 6.6933 → 6.69 per ticket
+    assert order.unit_price == Decimal("6.69") and order.total_amount == Decimal("13.38")
+    assert stripe_server.sessions[order.stripe_checkout_session_id]["amount_total"] == 1338
+
+
+def test_fixed_discount_never_goes_below_zero(ctx, form_client):
+    ticket = make_ticket(price="5.00")
+    make_discount("FREE", amount_off=Decimal("10.00"))
+    assert buy(form_client, ticket, discount_code="free").status_code == 303
+    assert db.session.query(TicketOrder).one().total_amount == Decimal("0.00")
+
+
+@pytest.mark.parametrize("fields, status, message", [
+    ({"email": ""}, 400, "Enter your email address."),
+    ({"email": "not-an-email"}, 400, "Enter a valid email address."),
+    ({"quantity": "two"}, 400, "Not a valid integer value."),
+    ({"quantity": "1.5"}, 400, "Not a valid integer value."),
+    ({"quantity": "0"}, 400, "Choose at least one ticket."),
+    ({"quantity": "-3"}, 400, "Choose at least one ticket."),
+    ({"quantity": "11"}, 400, "You can buy between 1 and 10 tickets at a time."),
+    ({"quantity": "6"}, 409, "Only 5 ticket(s) left; please choose fewer."),
+    ({"discount_code": "NOPE"}, 400, "The discount code NOPE does not exist."),
+    ({"discount_code": "OLD"}, 400, "The discount code OLD has expired."),
+    ({"discount_code": "SOON"}, 400, "The discount code SOON is not valid yet."),
+    ({"discount_code": "GONE"}, 409, "The discount code GONE has been used up."),
+    ({"discount_code": "OTHER"}, 400, "The discount code OTHER is not valid for this event."),
+])
+def test_bad_input_shows_the_form_again_and_creates_no_order(ctx, form_client, fields, status, message):
+    ticket = make_ticket(capacity=5)
+    now = utcnow()
+    make_discount("OLD", valid_until=now - timedelta(days=1))
+    make_discount("SOON", valid_from=now + timedelta(days=1))
+    make_discount("GONE", max_uses=2, used_count=2)
+    make_discount("OTHER", event_id=make_event().id)
+
+    response = buy(form_client, ticket, **fields)
+
+    assert response.status_code == status
+    assert message in response.get_data(as_text=True)
+    assert order_count() == 0 and reload(ticket).held_quantity == 0
+
+
+@pytest.mark.parametrize("body", [
+    {"quantity": 1}, {"email": "a@example.com"}, {"quantity": None, "email": "a@example.com"},
+    {"quantity": [1], "email": "a@example.com"}, {"quantity": 1, "email": {"x": 1}}, ["not", "an", "object"], "text",
+])
+def test_bad_json_gets_a_clear_error_and_no_order(ctx, client, body):
+    ticket = make_ticket()
+    response = client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout", json=body)
+    assert response.status_code == 400 and response.json["error"]
+    assert order_count() == 0
+
+
+def test_unknown_event_or_ticket_or_ticket_of_another_event_is_404(ctx, form_client):
+    ticket = make_ticket()
+    other = make_event()
+    assert form_client.post(f"/events/999999/tickets/{ticket.id}/checkout", data={"quantity": "1", "email": "a@b.co"}).status_code == 404
+    assert form_client.post(f"/events/{ticket.event_id}/tickets/999999/checkout", data={"quantity": "1", "email": "a@b.co"}).status_code == 404
+    assert form_client.post(f"/events/{other.id}/tickets/{ticket.id}/checkout", data={"quantity": "1", "email": "a@b.co"}).status_code == 404
+    assert order_count() == 0
+
+
+def test_event_that_already_started_sells_nothing(ctx, form_client):
+    ticket = make_ticket(event=make_event(starts_at=utcnow() - timedelta(hours=1)))
+    assert buy(form_client, ticket).status_code == 400
+    assert order_count() == 0
+
+
+def test_csrf_is_enforced_on_the_checkout_form(ctx, csrf_client):
+    ticket = make_ticket()
+    path = f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout"
+    refused = csrf_client.post(path, data={"quantity": "1", "email": "a@example.com"})
+    assert refused.status_code == 400 and order_count() == 0
+    token = csrf_client.token(f"/events/{ticket.event_id}")
+    accepted = csrf_client.post(path, data={"quantity": "1", "email": "a@example.com", "csrf_token": token})
+    assert accepted.status_code == 303 and order_count() == 1
+
+
+@pytest.mark.parametrize("failure", ["error", "down"])
+def test_stripe_failure_shows_try_again_and_leaves_no_payable_order(ctx, form_client, stripe_server, failure):
+    ticket = make_ticket(capacity=10)
+    if failure == "error":
+        stripe_server.fail_next(2, status=500)  # the library's first try and its one retry
+    else:
+        stripe_server.down = True
+    try:
+        response = buy(form_client, ticket, quantity="2")
+    finally:
+        stripe_server.down = False
+    assert response.status_code == 502
+    assert "try again" in response.get_data(as_text=True)
+    order = db.session.query(TicketOrder).one()
+    assert order.status == "failed" and order.stripe_checkout_session_id is None
+    assert reload(ticket).held_quantity == 0
+
+
+def test_cancel_link_releases_the_hold_and_expires_the_session(ctx, form_client, stripe_server):
+    ticket = make_ticket(capacity=4)
+    buy(form_client, ticket, quantity="4")
+    order = db.session.query(TicketOrder).one()
+    cancel_url = stripe_server.sessions[order.stripe_checkout_session_id]["cancel_url"]
+
+    page = form_client.get(cancel_url.replace("http://localhost", ""))
+
+    assert page.status_code == 200 and "Nothing was charged" in page.get_data(as_text=True)
+    assert reload(order).status == "cancelled" and reload(ticket).held_quantity == 0
+    assert stripe_server.sessions[order.stripe_checkout_session_id]["status"] == "expired"
+
+
+def test_cancel_link_with_a_forged_token_changes_nothing(ctx, form_client):
+    ticket = make_ticket()
+    buy(form_client, ticket)
+    order = db.session.query(TicketOrder).one()
+    assert form_client.get(f"/checkout/cancel?order={order.id}&token=forged").status_code == 404
+    assert reload(order).status == "pending"
+
+
+def test_sold_out_ticket_type_says_so(ctx, form_client):
+    ticket = make_ticket(capacity=2)
+    assert buy(form_client, ticket, quantity="2").status_code == 303
+    response = buy(form_client, ticket, email="late@example.com")
+    assert response.status_code == 409 and "Sold out" in response.get_data(as_text=True)
+    assert re.search(r"Sold out", form_client.get(f"/events/{ticket.event_id}").get_data(as_text=True))
