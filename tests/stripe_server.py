@@ -44,12 +44,8 @@ RESOURCES = {
 # Id prefix -> store, so an expanded field can be resolved from the id it holds.
 STORE_BY_PREFIX = {"cs_": "sessions", "pi_": "payment_intents", "ch_": "charges", "re_": "refunds"}
 # Per object type, the fields that hold another object's id and so may be named in `expand`.
-EXPANDABLE = {
-    "checkout.session": {"payment_intent"},
-    "payment_intent": {"latest_charge"},
-    "charge": {"payment_intent"},
-    "refund": {"charge", "payment_intent"},
-}
+EXPANDABLE = {"checkout.session": {"payment_intent"}, "payment_intent": {"latest_charge"},
+              "charge": {"payment_intent"}, "refund": {"charge", "payment_intent"}}
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
 
 
@@ -59,11 +55,8 @@ class ApiError(ValueError):
     def __init__(self, status, message, type="invalid_request_error", code=None, param=None):
         super().__init__(message)
         self.status = status
-        self.body = {"error": {"type": type, "message": message}}
-        if code:
-            self.body["error"]["code"] = code
-        if param:
-            self.body["error"]["param"] = param
+        error = {"type": type, "message": message, "code": code, "param": param}
+        self.body = {"error": {name: value for name, value in error.items() if value}}
 
 
 class ApiRequest(NamedTuple):
@@ -135,9 +128,7 @@ def _money(amount, currency):
 
 def _redact(key):
     """Stripe echoes a wrong key with all but its prefix and last four characters hidden."""
-    if len(key) <= 12:
-        return "*" * len(key)
-    return key[:8] + "*" * (len(key) - 12) + key[-4:]
+    return key[:8] + "*" * (len(key) - 12) + key[-4:] if len(key) > 12 else "*" * len(key)
 
 
 class FakeStripe:
@@ -178,61 +169,30 @@ class FakeStripe:
 
     def complete(self, session_id, payment_status="paid"):
         """The customer pays on the hosted page: `paid` for cards, `unpaid` while a bank debit is pending."""
-        with self._lock:
-            event = self._complete(session_id, payment_status)
-        self._deliver([event])
-        return event
+        return self._emit(lambda: self._complete(session_id, payment_status))
 
     def async_succeed(self, session_id):
         """A delayed payment method (e.g. SEPA debit) settles: the PaymentIntent succeeds and is charged."""
-        with self._lock:
-            session, intent = self._awaiting_async_payment(session_id)
-            self._charge(intent)
-            session["payment_status"] = "paid"
-            event = self._event("checkout.session.async_payment_succeeded", session)
-        self._deliver([event])
-        return event
+        return self._emit(lambda: self._settle(session_id, succeeded=True))
 
     def async_fail(self, session_id):
         """A delayed payment fails: Stripe detaches the payment method and the session stays complete/unpaid."""
-        with self._lock:
-            session, intent = self._awaiting_async_payment(session_id)
-            intent.update(
-                status="requires_payment_method",
-                payment_method=None,
-                last_payment_error={
-                    "code": "payment_intent_payment_attempt_failed",
-                    "message": "The latest payment attempt of this PaymentIntent has failed or been canceled.",
-                    "type": "invalid_request_error",
-                },
-            )
-            event = self._event("checkout.session.async_payment_failed", session)
-        self._deliver([event])
-        return event
+        return self._emit(lambda: self._settle(session_id, succeeded=False))
 
     def expire(self, session_id):
         """The session times out (Stripe does this at `expires_at`); only an open session can expire."""
-        with self._lock:
-            event = self._expire(session_id)
-        self._deliver([event])
-        return event
+        return self._emit(lambda: self._expire(session_id))
 
     def refund(self, payment_intent_id, amount=None):
         """Refund from the dashboard, with the API's rules; returns the `charge.refunded` event."""
         params = {"payment_intent": payment_intent_id}
         if amount is not None:
             params["amount"] = amount
-        with self._lock:
-            _, event = self._create_refund(params)
-        self._deliver([event])
-        return event
+        return self._emit(lambda: self._create_refund(params)[1])
 
     def event(self, type, obj):
         """Wrap any object in an event, record it and deliver it (for event types the server never makes)."""
-        with self._lock:
-            event = self._event(type, obj)
-        self._deliver([event])
-        return event
+        return self._emit(lambda: self._event(type, obj))
 
     def sign(self, payload, secret=None, timestamp=None):
         """The `Stripe-Signature` header: an HMAC-SHA256 of "<timestamp>.<body>" keyed with the secret."""
@@ -249,6 +209,13 @@ class FakeStripe:
         """Answer the next n API calls with a Stripe `api_error` of this status, before any work is done."""
         with self._lock:
             self._failures.extend([status] * n)
+
+    def _emit(self, change):
+        """Make a state change and its event under the lock, then deliver the event outside it."""
+        with self._lock:
+            event = change()
+        self._deliver([event])
+        return event
 
     # ----- the API: one call in, (status, body, headers, events to deliver) out -----
 
@@ -284,7 +251,8 @@ class FakeStripe:
         scheme, _, key = (authorization or "").partition(" ")
         if scheme != "Bearer" or not key:
             raise ApiError(401, "You did not provide an API key. You need to provide your API key in the "
-                                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').")
+                                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                                "YOUR_SECRET_KEY').")
         if key != self.api_key:
             raise ApiError(401, f"Invalid API Key provided: {_redact(key)}")
 
@@ -301,6 +269,8 @@ class FakeStripe:
         """Dispatch to an endpoint; returns (object, events it produced)."""
         if (method, path) == ("POST", "/v1/checkout/sessions"):
             return self._create_session(params), []
+        if (method, path) == ("GET", "/v1/checkout/sessions"):
+            return self._list_sessions(params), []
         if (method, path) == ("POST", "/v1/refunds"):
             refund, event = self._create_refund(params, request)
             return refund, [event]
@@ -327,6 +297,8 @@ class FakeStripe:
         for path in [paths] if isinstance(paths, str) else paths:
             node = obj
             for field in path.split("."):
+                if node is None:  # nothing to expand through a null field: Stripe leaves it null
+                    break
                 if not isinstance(node, dict) or field not in EXPANDABLE.get(node.get("object"), ()):
                     raise ApiError(400, f"This property cannot be expanded ({path}).", param="expand")
                 if isinstance(node[field], str):
@@ -386,6 +358,13 @@ class FakeStripe:
         self._checkout_inputs[session_id] = {"lines": lines, "intent_metadata": intent_data.get("metadata") or {}}
         return session
 
+    def _list_sessions(self, params):
+        """Stripe lists newest first, `limit` (default 10) at a time, saying whether more remain."""
+        limit = _integer(params.get("limit", 10), "limit", minimum=1)
+        newest = list(reversed(self.sessions.values()))
+        return {"object": "list", "data": newest[:limit], "has_more": len(newest) > limit,
+                "url": "/v1/checkout/sessions"}
+
     def _complete(self, session_id, payment_status):
         if payment_status not in ("paid", "unpaid"):
             raise ValueError(f"payment_status must be 'paid' or 'unpaid', not {payment_status!r}")
@@ -428,12 +407,21 @@ class FakeStripe:
         self.charges[charge_id] = charge
         intent.update(status="succeeded", amount_received=intent["amount"], latest_charge=charge_id)
 
-    def _awaiting_async_payment(self, session_id):
+    def _settle(self, session_id, succeeded):
+        """End a delayed payment; on failure Stripe detaches the payment method and the session stays unpaid."""
         session = self._get("checkout/sessions", session_id)
         intent = self.payment_intents.get(session["payment_intent"])
         if session["payment_status"] != "unpaid" or not intent or intent["status"] != "processing":
             raise ApiError(400, f"Checkout Session {session_id} is not waiting for a delayed payment.")
-        return session, intent
+        if succeeded:
+            self._charge(intent)
+            session["payment_status"] = "paid"
+            return self._event("checkout.session.async_payment_succeeded", session)
+        intent.update(status="requires_payment_method", payment_method=None, last_payment_error={
+            "code": "payment_intent_payment_attempt_failed", "type": "invalid_request_error",
+            "message": "The latest payment attempt of this PaymentIntent has failed or been canceled.",
+        })
+        return self._event("checkout.session.async_payment_failed", session)
 
     def _expire(self, session_id, request=None):
         session = self._get("checkout/sessions", session_id)

@@ -1,5 +1,6 @@
 """Stripe events as they reached us, keyed by Stripe's own event id (dj-stripe's habit)."""
 from sqlalchemy import func
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 
 from ..extensions import db
 from .base import utcnow
@@ -23,7 +24,7 @@ class StripeEvent(db.Model):
     order_id = db.Column(db.Integer, nullable=True, index=True)
     outcome = db.Column(db.String(64), nullable=False, default="", server_default="")
     error = db.Column(db.Text, nullable=True)
-    payload = db.Column(db.Text().with_variant(db.Text(length=2**24 - 1), "mysql"), nullable=True)
+    payload = db.Column(db.Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb"), nullable=True)  # TEXT caps at 64 KB
 
 
 class DeliveryPath(db.Model):
