@@ -98,6 +98,10 @@ def load_config(env=None, instance_path="instance"):
         "SQS_QUEUE_URL": queue_url,
         "SHOP_SQS_POLLER": _flag(env, "SHOP_SQS_POLLER", bool(queue_url)),
         "AWS_REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        # SQS long polling waits at most 20 s; tests and `flask shop poll` may ask for less.
+        "SHOP_SQS_WAIT_SECONDS": _int(env, "SHOP_SQS_WAIT_SECONDS", 20, 0, 20),
+        # How often each server process runs the sweeper (settles orders no event settled).
+        "SHOP_SWEEP_SECONDS": _int(env, "SHOP_SWEEP_SECONDS", 60, 5, 3600),
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session; an event page left open still works
     }
     if config["SHOP_SQS_POLLER"] and not queue_url:

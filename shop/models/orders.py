@@ -43,8 +43,9 @@ STATUS_LABELS = {
 _RELEASED = (OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.FAILED)
 
 TRANSITIONS = {
-    OrderStatus.PENDING: {OrderStatus.PROCESSING, OrderStatus.PAID, *_RELEASED},
-    OrderStatus.PROCESSING: {OrderStatus.PAID, OrderStatus.FAILED},
+    # Straight to refunded when the refund's event (or Stripe's view) arrives before the payment's.
+    OrderStatus.PENDING: {OrderStatus.PROCESSING, OrderStatus.PAID, OrderStatus.REFUNDED, *_RELEASED},
+    OrderStatus.PROCESSING: {OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.REFUNDED},
     OrderStatus.PAID: {OrderStatus.REFUNDED},
     # A payment can still arrive after the hold ended (Stripe's session outlived it, or
     # events came out of order): it becomes paid if seats remain, or is refunded.

@@ -1,0 +1,247 @@
+"""Payment outcomes, late payments, refunds and discounts: every path through the order state machine."""
+import threading
+from types import SimpleNamespace
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import update
+
+from shop.extensions import db
+from shop.models import Admission, DiscountCode, TicketOrder
+from shop.models.base import utcnow
+from shop.services.checkout import SoldOut
+from shop.services.fulfilment import SOLD_OUT_REFUND_REASON, sweep
+from shop.services.holds import release_ended_holds
+from tests.conftest import post_webhook
+from tests.factories import checkout, make_discount, make_ticket, reload
+
+
+@pytest.fixture
+def place(app, ctx):
+    """Place orders through the real checkout service: ``place(ticket, quantity=…)``."""
+    def place(ticket, **kw):
+        with app.test_request_context():
+            return checkout(ticket, **kw)[0]
+    return place
+
+
+def deliver(client, stripe_server, *events):
+    outcomes = []
+    for event in events:
+        response = post_webhook(client, stripe_server, event)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        outcomes.append(response.json["outcome"])
+    return outcomes
+
+
+def end_hold(order):
+    """Make the order's hold end now, as if its 30 minutes had passed."""
+    db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id)
+                       .values(hold_expires_at=utcnow() - timedelta(minutes=10)))
+    db.session.commit()
+
+
+def test_delayed_payment_keeps_seats_held_while_processing_then_pays(place, client, stripe_server):
+    ticket = make_ticket(capacity=5)
+    order = place(ticket, quantity=2)
+    completed = stripe_server.complete(order.stripe_checkout_session_id, payment_status="unpaid")
+    deliver(client, stripe_server, completed, completed)
+    assert reload(order).status == "processing" and reload(ticket).held_quantity == 2
+
+    succeeded = stripe_server.async_succeed(order.stripe_checkout_session_id)
+    deliver(client, stripe_server, succeeded, succeeded)
+    assert reload(order).status == "paid"
+    assert (reload(ticket).held_quantity, reload(ticket).sold_quantity) == (0, 2)
+
+
+def test_failed_delayed_payment_releases_the_seats(place, client, stripe_server):
+    ticket = make_ticket(capacity=5)
+    order = place(ticket, quantity=2)
+    completed = stripe_server.complete(order.stripe_checkout_session_id, payment_status="unpaid")
+    failed = stripe_server.async_fail(order.stripe_checkout_session_id)
+    # Delivered in the wrong order and twice: Stripe's session and intent decide.
+    deliver(client, stripe_server, failed, completed, failed)
+    assert reload(order).status == "failed"
+    assert (reload(ticket).held_quantity, reload(ticket).sold_quantity) == (0, 0)
+
+
+def test_async_success_before_completed_event_still_ends_paid(place, client, stripe_server):
+    ticket = make_ticket()
+    order = place(ticket)
+    completed = stripe_server.complete(order.stripe_checkout_session_id, payment_status="unpaid")
+    succeeded = stripe_server.async_succeed(order.stripe_checkout_session_id)
+    deliver(client, stripe_server, succeeded, completed)
+    assert reload(order).status == "paid" and reload(ticket).sold_quantity == 1
+
+
+def test_expired_session_releases_the_hold(place, client, stripe_server):
+    ticket = make_ticket(capacity=3)
+    order = place(ticket, quantity=3)
+    expired = stripe_server.expire(order.stripe_checkout_session_id)
+    deliver(client, stripe_server, expired, expired)
+    assert reload(order).status == "expired" and reload(ticket).remaining == 3
+
+
+def test_expiry_arriving_after_payment_changes_nothing(place, client, stripe_server):
+    ticket = make_ticket()
+    order = place(ticket, quantity=2)
+    completed = stripe_server.complete(order.stripe_checkout_session_id)
+    stale_expiry = stripe_server.event("checkout.session.expired",
+                                       {**stripe_server.sessions[order.stripe_checkout_session_id], "status": "expired"})
+    deliver(client, stripe_server, completed, stale_expiry)
+    assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2
+
+
+def test_late_payment_with_seats_left_is_accepted(place, client, stripe_server):
+    ticket = make_ticket(capacity=5)
+    order = place(ticket, quantity=2)
+    end_hold(order)
+    assert release_ended_holds() == 1 and reload(order).status == "expired"
+
+    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+
+    assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2 and reload(ticket).held_quantity == 0
+
+
+def test_late_payment_for_a_sold_out_ticket_is_refunded_and_flagged(place, client, stripe_server):
+    ticket = make_ticket(capacity=2)
+    late = place(ticket, quantity=2)
+    end_hold(late)
+    release_ended_holds()
+    rival = place(ticket, quantity=2, email="rival@example.com")
+    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+
+    outcome = deliver(client, stripe_server, stripe_server.complete(late.stripe_checkout_session_id))
+
+    late = reload(late)
+    assert outcome == ["refunded"]
+    assert late.status == "refunded" and late.needs_attention and late.attention_reason == SOLD_OUT_REFUND_REASON
+    refund = next(r for r in stripe_server.refunds.values() if r["payment_intent"] == late.stripe_payment_intent_id)
+    assert refund["amount"] == late.amount_minor
+    assert reload(ticket).sold_quantity == 2 and db.session.query(Admission).filter_by(order_id=late.id).count() == 0
+    assert "order %d" % late.id in app_cli(client, "attention")
+
+
+def app_cli(client, *args):
+    return client.application.test_cli_runner().invoke(args=["shop", *args]).output
+
+
+def test_refund_returns_capacity_voids_tickets_and_discount_use(place, client, stripe_server):
+    ticket = make_ticket(capacity=4)
+    code = make_discount("HALF", percent_off=50)
+    order = place(ticket, quantity=4, discount_code="half")
+    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+    assert reload(code).used_count == 1
+
+    intent = reload(order).stripe_payment_intent_id
+    refunded = stripe_server.refund(intent)
+    deliver(client, stripe_server, refunded, refunded)
+
+    assert reload(order).status == "refunded" and reload(order).refunded_amount == reload(order).total_amount
+    assert reload(ticket).sold_quantity == 0 and reload(ticket).remaining == 4
+    assert reload(code).used_count == 0
+    assert all(a.void for a in db.session.query(Admission).filter_by(order_id=order.id))
+
+
+def test_partial_refund_is_recorded_and_tickets_stay_valid(place, client, stripe_server):
+    ticket = make_ticket(price="20.00")
+    order = place(ticket, quantity=2)
+    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+    outcome = deliver(client, stripe_server, stripe_server.refund(reload(order).stripe_payment_intent_id, amount=1500))
+    order = reload(order)
+    assert outcome == ["partially refunded"]
+    assert order.status == "paid" and order.refunded_amount == Decimal("15.00") and order.partially_refunded
+    assert not any(a.void for a in order.admissions) and reload(ticket).sold_quantity == 2
+
+
+def test_refund_event_before_completed_event_ends_refunded(place, client, stripe_server):
+    ticket = make_ticket()
+    order = place(ticket, quantity=3)
+    completed = stripe_server.complete(order.stripe_checkout_session_id)
+    refunded = stripe_server.refund(stripe_server.sessions[order.stripe_checkout_session_id]["payment_intent"])
+    deliver(client, stripe_server, refunded, completed, refunded)
+    assert reload(order).status == "refunded"
+    assert (reload(ticket).sold_quantity, reload(ticket).held_quantity) == (0, 0)
+
+
+def test_refund_command_refunds_through_stripe_once(place, client, stripe_server):
+    ticket = make_ticket()
+    order = place(ticket, quantity=2)
+    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+    first = app_cli(client, "refund", str(order.id))
+    second = app_cli(client, "refund", str(order.id))
+    assert "refunded" in first and "only paid orders" in second
+    assert reload(order).status == "refunded" and reload(ticket).sold_quantity == 0
+    intent = reload(order).stripe_payment_intent_id
+    refunds = [r for r in stripe_server.requests
+               if r.method == "POST" and r.path == "/v1/refunds" and r.params.get("payment_intent") == intent]
+    assert len(refunds) == 1 and refunds[0].headers["Idempotency-Key"] == f"refund-order-{order.id}"
+
+
+def test_sweeper_pays_an_order_whose_event_never_arrived(place, stripe_server):
+    order = place(make_ticket())
+    stripe_server.complete(order.stripe_checkout_session_id)
+    db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id)
+                       .values(created_at=utcnow() - timedelta(minutes=6)))
+    db.session.commit()
+    assert sweep() == {"paid": 1}
+    assert reload(order).status == "paid"
+
+
+def test_sweeper_expires_the_open_session_of_an_ended_hold(place, stripe_server):
+    ticket = make_ticket(capacity=1)
+    order = place(ticket)
+    end_hold(order)
+    sweep()
+    assert stripe_server.sessions[order.stripe_checkout_session_id]["status"] == "expired"
+    assert reload(order).status == "expired" and reload(ticket).remaining == 1
+
+
+def test_ended_holds_are_released_when_the_ticket_looks_sold_out(place):
+    ticket = make_ticket(capacity=1)
+    end_hold(place(ticket))
+    assert place(ticket, email="next@example.com").status == "pending"
+    with pytest.raises(SoldOut):
+        place(ticket, email="third@example.com")
+
+
+def test_discount_max_uses_is_never_exceeded_under_concurrency(app, ctx):
+    # Plain ids: a row object of the test's session must not be touched from other threads.
+    row = make_ticket(capacity=100)
+    ticket = SimpleNamespace(id=row.id, event_id=row.event_id)
+    code = make_discount("FEW", percent_off=20, max_uses=5)
+    barrier = threading.Barrier(20)
+    results = []
+
+    def buy(i):
+        with app.app_context(), app.test_request_context():
+            barrier.wait()
+            try:
+                checkout(ticket, email=f"b{i}@example.com", discount_code="few")
+                results.append("held")
+            except SoldOut:
+                results.append("used up")
+            except Exception as exc:  # recorded so the assertion shows it
+                results.append(repr(exc))
+            db.session.remove()
+
+    threads = [threading.Thread(target=buy, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("held") == 5 and results.count("used up") == 15
+    assert reload(code).reserved_count == 5
+    assert db.session.query(TicketOrder).filter(TicketOrder.discount_code_id == code.id).count() == 5
+
+
+def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(place, client, stripe_server):
+    ticket = make_ticket()
+    make_discount("ONCE", amount_off=Decimal("5.00"), max_uses=1)
+    order = place(ticket, discount_code="once")
+    with pytest.raises(SoldOut, match="used up"):
+        place(ticket, discount_code="ONCE")
+    deliver(client, stripe_server, stripe_server.expire(order.stripe_checkout_session_id))
+    assert place(ticket, discount_code="Once").status == "pending"
+    assert reload(db.session.query(DiscountCode).one()).reserved_count == 1
