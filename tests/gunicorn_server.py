@@ -1,0 +1,53 @@
+"""The shop under gunicorn with the repository's own gunicorn.conf.py, as production runs it."""
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from tests.conftest import shop_environment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn_server(stripe_server, workers=4, **extra_env):
+    """Run gunicorn on a free loopback port against the test database; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, **shop_environment(stripe_server, **extra_env),
+           "PORT": str(port), "WEB_CONCURRENCY": str(workers), "SHOP_SQS_POLLER": "off"}
+    # The log goes to a file: a pipe nobody reads fills up and blocks every worker mid-request.
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base_url}/healthz", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    with open(log.name) as f:
+                        raise RuntimeError(f"gunicorn did not start: {f.read()[-2000:]}")
+                time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        os.unlink(log.name)
