@@ -131,5 +131,9 @@ def _instance_secret(instance_path):
 def _engine_options(database_url):
     if database_url.startswith("mysql"):
         # pool_pre_ping: MariaDB closes idle connections (wait_timeout); ping before use instead of failing a request.
-        return {"pool_pre_ping": True, "pool_recycle": 3600, "connect_args": {"charset": "utf8mb4"}}
+        # READ COMMITTED (Django's choice on MySQL too): every statement sees the latest commits, and an
+        # UPDATE whose WHERE does not match releases the row at once instead of holding it to the end of
+        # the transaction. Correctness never rests on snapshots here: row locks and conditional UPDATEs decide.
+        return {"pool_pre_ping": True, "pool_recycle": 3600, "isolation_level": "READ COMMITTED",
+                "connect_args": {"charset": "utf8mb4"}}
     return {}

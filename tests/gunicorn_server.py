@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import NamedTuple
 
 from tests.conftest import shop_environment
 
@@ -19,9 +20,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+class ServedShop(NamedTuple):
+    url: str
+    log_path: str
+
+
 @contextlib.contextmanager
 def gunicorn_server(stripe_server, workers=4, **extra_env):
-    """Run gunicorn on a free loopback port against the test database; yields its base URL."""
+    """Run gunicorn on a free loopback port against the test database; yields its URL and log file."""
     port = free_port()
     env = {**os.environ, **shop_environment(stripe_server, **extra_env),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "SHOP_SQS_POLLER": "off"}
@@ -42,7 +48,7 @@ def gunicorn_server(stripe_server, workers=4, **extra_env):
                     with open(log.name) as f:
                         raise RuntimeError(f"gunicorn did not start: {f.read()[-2000:]}")
                 time.sleep(0.2)
-        yield base_url
+        yield ServedShop(base_url, log.name)
     finally:
         process.terminate()
         try:

@@ -585,3 +585,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         """Keep test output quiet; `FakeStripe.requests` is the log."""
+
+
+if __name__ == "__main__":
+    # `python -m tests.stripe_server`: serve in a process of its own (the benchmark does), printing the URL.
+    import sys
+    server = FakeStripe(api_key=sys.argv[1] if len(sys.argv) > 1 else "sk_test_fake").start()
+    print(server.url, flush=True)
+    threading.Event().wait()

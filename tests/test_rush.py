@@ -48,8 +48,8 @@ def rush(base_url, ticket, quantities):
 
 @pytest.fixture(scope="module")
 def server(app, stripe_server):
-    with gunicorn_server(stripe_server, workers=4) as base_url:
-        yield base_url
+    with gunicorn_server(stripe_server, workers=4) as served:
+        yield served.url
 
 
 def pay_all(base_url, stripe_server, results):

@@ -49,7 +49,8 @@ TRANSITIONS = {
     OrderStatus.PAID: {OrderStatus.REFUNDED},
     # A payment can still arrive after the hold ended (Stripe's session outlived it, or
     # events came out of order): it becomes paid if seats remain, or is refunded.
-    OrderStatus.EXPIRED: {OrderStatus.PAID, OrderStatus.REFUNDED, OrderStatus.PROCESSING},
+    # The buyer's cancel expires the session, and Stripe's expiry event may land first.
+    OrderStatus.EXPIRED: {OrderStatus.PAID, OrderStatus.REFUNDED, OrderStatus.PROCESSING, OrderStatus.CANCELLED},
     OrderStatus.CANCELLED: {OrderStatus.PAID, OrderStatus.REFUNDED, OrderStatus.PROCESSING},
     OrderStatus.FAILED: {OrderStatus.PAID, OrderStatus.REFUNDED},
     OrderStatus.REFUNDED: set(),
@@ -87,8 +88,9 @@ class TicketOrder(db.Model):
     checked_at = db.Column(db.DateTime, nullable=True)
     updated_at = db.Column(db.DateTime, nullable=False, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
 
-    event = db.relationship("Event", lazy="joined", innerjoin=True)
-    ticket = db.relationship("TicketType", lazy="joined", innerjoin=True)
+    # Loaded on demand: the checkout and the state machine never need them, the pages join them in.
+    event = db.relationship("Event")
+    ticket = db.relationship("TicketType")
     discount_code = db.relationship("DiscountCode")
     admissions = db.relationship("Admission", back_populates="order", order_by="Admission.id")
 

@@ -33,10 +33,15 @@ class SandboxGateway:
     name = "sandbox"
 
     def _load(self, object_id):
-        row = db.session.get(SandboxObject, object_id)
+        row = db.session.get(SandboxObject, object_id, populate_existing=True)
         if row is None:
             raise PaymentError(f"No such object: {object_id!r}")
-        return json.loads(row.body)
+        obj = json.loads(row.body)
+        if obj.get("object") == "checkout.session" and obj["status"] == "open" and obj["expires_at"] <= time.time():
+            # As at Stripe, a session past its expires_at is expired: the order's hold has ended.
+            obj["status"] = "expired"
+            self._save(obj)
+        return obj
 
     def _save(self, obj):
         row = db.session.get(SandboxObject, obj["id"]) or SandboxObject(id=obj["id"])

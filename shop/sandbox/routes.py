@@ -17,10 +17,13 @@ def pay(session_id):
 @bp.post("/pay/<session_id>")
 def pay_submit(session_id):
     try:
+        session = gateway().retrieve_session(session_id)
+    except PaymentError:
+        abort(404)
+    try:
         event = gateway().complete_session(session_id)
     except PaymentError as exc:
-        return render_template("sandbox/pay.html", session=gateway().retrieve_session(session_id),
-                               error=str(exc)), 409
+        return render_template("sandbox/pay.html", session=session, error=str(exc)), 409
     # The same event handling a real Stripe webhook goes through.
     handle_stripe_event(event, "sandbox")
     session = event["data"]["object"]

@@ -1,7 +1,7 @@
 """Buyer accounts and what a buyer may see of their orders."""
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from ..extensions import db
 from ..models import TicketOrder, User
@@ -34,7 +34,7 @@ def orders_of(user_id):
     """A buyer's orders, newest first, with event, ticket type and admissions (two indexed queries)."""
     return db.session.execute(
         select(TicketOrder).where(TicketOrder.user_id == user_id)
-        .options(selectinload(TicketOrder.admissions))
+        .options(joinedload(TicketOrder.event), joinedload(TicketOrder.ticket), selectinload(TicketOrder.admissions))
         .order_by(TicketOrder.created_at.desc(), TicketOrder.id.desc())).unique().scalars().all()
 
 
@@ -42,4 +42,5 @@ def order_of(user_id, order_id):
     """One order if it belongs to ``user_id``, else None (so others get a 404, not a 403)."""
     return db.session.execute(
         select(TicketOrder).where(TicketOrder.id == order_id, TicketOrder.user_id == user_id)
-        .options(selectinload(TicketOrder.admissions))).unique().scalar_one_or_none()
+        .options(joinedload(TicketOrder.event), joinedload(TicketOrder.ticket), joinedload(TicketOrder.discount_code),
+                 selectinload(TicketOrder.admissions))).unique().scalar_one_or_none()

@@ -148,7 +148,10 @@ def _hold_seats(req, ticket, discount, unit_price):
 
 
 def _try_hold(req, ticket, discount, unit_price, hold_minutes):
-    if not _bump(TicketType, ticket.id, _seats_free(req.quantity), held_quantity=req.quantity):
+    # Cheap first: when the ticket just read shows too few seats, skip the UPDATE (and its row lock)
+    # unless ended holds can be released. The conditional UPDATE below is what really decides.
+    enough = ticket.remaining >= req.quantity
+    if not (enough and _bump(TicketType, ticket.id, _seats_free(req.quantity), held_quantity=req.quantity)):
         db.session.rollback()
         # Holds that ended without an event still count until released; release them and look again.
         if not release_ended_holds(ticket_id=ticket.id) or \

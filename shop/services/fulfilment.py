@@ -274,9 +274,10 @@ def _apply(order, truth, cause, cancelled):
     if target is None:
         return "unchanged: checkout still open", False
     if target is OrderStatus.EXPIRED:
-        if not order.state.holds_seats or order.state is OrderStatus.PROCESSING:
+        if cancelled and order.state in (OrderStatus.PENDING, OrderStatus.EXPIRED):
+            target = OrderStatus.CANCELLED
+        elif order.state is not OrderStatus.PENDING:
             return f"unchanged: already {order.status}", False
-        target = OrderStatus.CANCELLED if cancelled else OrderStatus.EXPIRED
     if target is OrderStatus.PAID and truth.refunded_minor:
         order.refunded_amount = truth.refunded_minor / 100
     if target is OrderStatus.REFUNDED:
