@@ -3,13 +3,17 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from .delivery.sqs_poller import poll_until_signalled
 from .extensions import db
 from .models import DiscountCode, Event, TicketOrder, TicketType
 from .models.base import utcnow
 from .payments import PaymentError
+from .services.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, AwsSetupError, provision
+from .services.doctor import FAIL, run_checks
 from .services.fulfilment import refund_order, sweep
 
 shop_cli = AppGroup("shop", help="Organizer and operator commands for the ticket shop.")
@@ -153,3 +157,42 @@ def attention():
                    f"{order.total_amount} {order.currency.upper()}): {order.attention_reason}")
     if not orders:
         click.echo("No order needs attention.")
+
+
+@shop_cli.command("poll")
+def poll():
+    """Drain the SQS queue in the foreground, as the server's poller thread does (Ctrl-C stops it)."""
+    if not current_app.config["SQS_QUEUE_URL"]:
+        raise click.ClickException("SQS_QUEUE_URL is not set: there is no queue to poll.")
+    # SHOP_SQS_POLLER is not consulted: it turns off the poller thread in the web processes,
+    # and a separate `shop poll` process is what one runs instead.
+    poll_until_signalled(current_app._get_current_object())
+
+
+@shop_cli.command("aws-setup")
+@click.option("--event-source", help="Stripe's partner event source, aws.partner/stripe.com/ed_…; its bus is created if missing.")
+@click.option("--event-bus", help="An existing event bus to put the rule on, instead of --event-source.")
+@click.option("--queue-name", default=DEFAULT_QUEUE, show_default=True, help="The SQS queue; its DLQ is <name>-dlq.")
+@click.option("--rule-name", default=DEFAULT_RULE, show_default=True)
+@click.option("--region", help="Default: AWS_REGION / AWS_DEFAULT_REGION.")
+def aws_setup(event_source, event_bus, queue_name, rule_name, region):
+    """Create or verify the EventBridge → SQS path for Stripe's events; running it again changes nothing."""
+    try:
+        queue_url = provision(click.echo, event_source=event_source, event_bus=event_bus, queue_name=queue_name,
+                              rule_name=rule_name, region=region or current_app.config["AWS_REGION"])
+    except AwsSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Done. Configure the shop with SQS_QUEUE_URL={queue_url} (and AWS_REGION), "
+               "then check it with: flask --app wsgi shop doctor")
+
+
+@shop_cli.command("doctor")
+@click.option("--event-source", help="Stripe's partner event source (default: looked up by its aws.partner/stripe.com prefix).")
+@click.option("--event-bus", help="The bus the rule is on (default: the partner event source's bus).")
+def doctor(event_source, event_bus):
+    """Check every link from Stripe to a paid order, one line each; exits 1 when any check FAILs."""
+    checks = run_checks(event_source=event_source, event_bus=event_bus)
+    for check in checks:
+        click.echo(check.line())
+    if any(check.status == FAIL for check in checks):
+        raise SystemExit(1)

@@ -133,7 +133,8 @@ def parse_envelope(body):
 def _checked_event(event):
     """The event, if it has what processing reads (id, type, data.object); else InvalidPayload."""
     data = event.get("data")
-    if not (isinstance(event.get("id"), str) and event["id"] and isinstance(event.get("type"), str)
+    if not (isinstance(event.get("id"), str) and 0 < len(event["id"]) <= 255
+            and isinstance(event.get("type"), str) and 0 < len(event["type"]) <= 100
             and isinstance(data, dict) and isinstance(data.get("object"), dict)):
         raise InvalidPayload("not a Stripe event: it needs an id, a type and data.object")
     return event

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..extensions import db
@@ -118,8 +118,9 @@ def _record_event(event, path):
     insert and exactly one wins. A row without ``processed_at`` is an earlier attempt
     that failed, so the event is processed again (the state machine makes that safe).
     """
-    db.session.add(StripeEvent(id=event["id"], type=event["type"], delivered_by=path, payload=json.dumps(event)))
     try:
+        db.session.execute(insert(StripeEvent).values(
+            id=event["id"], type=event["type"][:100], delivered_by=path, received_at=utcnow(), payload=json.dumps(event)))
         db.session.commit()
         return True
     except IntegrityError:
