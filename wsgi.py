@@ -3,9 +3,15 @@ import sys
 
 from shop import create_app
 from shop.config import ConfigError
+from shop.delivery.background import start_for_dev_server
 
 try:
     app = create_app()
 except ConfigError as exc:
     # One clear line instead of a traceback: the operator fixes the setting and starts again.
     sys.exit(f"shop: configuration error: {exc}")
+
+# Under `flask run` this process serves the app, so it runs the SQS poller and the sweeper
+# too; under gunicorn, gunicorn.conf.py starts them in each worker, and every other
+# command starts none (see start_for_dev_server).
+start_for_dev_server(app)

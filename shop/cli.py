@@ -6,6 +6,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from .delivery.sqs_poller import poll_until_signalled
 from .extensions import db
@@ -49,6 +50,8 @@ def create_event(title, starts_at, venue, description):
     """Create an event."""
     if not title.strip() or len(title) > 200:
         raise click.BadParameter("the title must be 1 to 200 characters", param_hint="--title")
+    if not venue.strip() or len(venue) > 200:
+        raise click.BadParameter("the venue must be 1 to 200 characters", param_hint="--venue")
     event = Event(title=title.strip(), starts_at=_when(starts_at), venue=venue.strip(), description=description)
     db.session.add(event)
     db.session.commit()
@@ -64,6 +67,8 @@ def add_ticket(event_id, name, price, capacity):
     """Add a ticket type to an event."""
     if db.session.get(Event, event_id) is None:
         raise click.ClickException(f"There is no event {event_id}.")
+    if not name.strip() or len(name) > 120:
+        raise click.BadParameter("the name must be 1 to 120 characters", param_hint="--name")
     ticket = TicketType(event_id=event_id, name=name.strip(), price=_money(price), capacity=capacity)
     db.session.add(ticket)
     db.session.commit()
@@ -87,15 +92,17 @@ def create_discount(code, percent_off, amount_off, max_uses, event_id, valid_fro
         raise click.BadParameter("use 1 to 64 letters, digits, - or _", param_hint="CODE")
     if event_id is not None and db.session.get(Event, event_id) is None:
         raise click.ClickException(f"There is no event {event_id}.")
-    if db.session.execute(select(DiscountCode.id).where(DiscountCode.code == normalized)).first():
-        raise click.ClickException(f"The code {normalized} exists already.")
     discount = DiscountCode(code=normalized, percent_off=percent_off,
                             amount_off=_money(amount_off) if amount_off is not None else None,
                             max_uses=max_uses, event_id=event_id,
                             valid_from=_when(valid_from) if valid_from else None,
                             valid_until=_when(valid_until) if valid_until else None)
     db.session.add(discount)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the unique key decides, not a look-up first
+        db.session.rollback()
+        raise click.ClickException(f"The code {normalized} exists already.") from None
     click.echo(f"Created discount {discount.code}: {discount.describe()}"
                + (f", at most {max_uses} uses" if max_uses else "")
                + (f", for event {event_id}" if event_id else ""))
@@ -143,7 +150,10 @@ def refund(order_id, reason):
 @shop_cli.command("sweep")
 def sweep_command():
     """Release ended holds and settle pending orders from Stripe (the server also runs this every minute)."""
-    counts = sweep()
+    try:
+        counts = sweep()
+    except PaymentError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "Nothing to settle.")
 
 

@@ -128,7 +128,7 @@ class SqsPoller:
         logger.info("SQS poller stopped in pid %s", os.getpid())
 
     def poll_once(self):
-        """Receive one batch (waiting up to the long-poll time) and settle every message; returns how many came."""
+        """Receive one batch (waiting up to the long-poll time) and settle every message in it."""
         reply = self.sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=BATCH_SIZE, WaitTimeSeconds=self.wait_seconds,
             VisibilityTimeout=VISIBILITY_SECONDS, MessageSystemAttributeNames=["ApproximateReceiveCount"])
@@ -138,7 +138,6 @@ class SqsPoller:
                 verdict = self._fulfil(message)
                 heartbeat.settled(message)  # before any visibility change of ours, which it must not undo
                 self._settle(message, verdict)
-        return len(messages)
 
     def _fulfil(self, message):
         with self.app.app_context():

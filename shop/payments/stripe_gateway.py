@@ -1,5 +1,6 @@
 """Stripe, through the official library's ``StripeClient``. Nothing else in the shop imports ``stripe``."""
 import contextlib
+import json
 import logging
 
 import stripe
@@ -27,6 +28,12 @@ def _translated_errors():
 
 def _plain(obj):
     return obj.to_dict(recursive=True, for_json=True) if obj is not None else None
+
+
+def _plain_event(event):
+    """An event as plain JSON data. Its payload is arbitrary, and ``to_dict()`` leaves StripeObjects
+    inside lists of lists, so a JSON round trip converts every level."""
+    return json.loads(json.dumps(_plain(event), default=lambda o: o.to_dict(recursive=True, for_json=True)))
 
 
 class StripeGateway:
@@ -110,7 +117,7 @@ class StripeGateway:
             raise InvalidSignature(str(exc)) from exc
         except (ValueError, UnicodeDecodeError, TypeError, AttributeError, RecursionError) as exc:
             raise InvalidPayload(f"not a Stripe event: {exc}") from exc
-        return _checked_event(_plain(event))
+        return _checked_event(_plain_event(event))
 
     def parse_envelope(self, body):
         """Unwrap a cloud-provider envelope (EventBridge's ``detail``) with the library's own support."""
@@ -127,7 +134,7 @@ def parse_envelope(body):
         event = stripe.Webhook.construct_event_without_verification(body)
     except (ValueError, UnicodeDecodeError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidPayload(f"not a Stripe event envelope: {exc}") from exc
-    return _checked_event(_plain(event))
+    return _checked_event(_plain_event(event))
 
 
 def _checked_event(event):

@@ -62,7 +62,7 @@ def run_checks(event_source=None, event_bus=None):
               _guarded("database", _database)]
     queue_url = current_app.config["SQS_QUEUE_URL"]
     if queue_url:
-        checks += _eventbridge_checks(queue_url, event_source, event_bus)
+        checks += _guarded_many("queue", _eventbridge_checks, queue_url, event_source, event_bus)
     else:
         checks.append(Check(WARN, "queue", "SQS_QUEUE_URL is not set: the EventBridge path is off, payments arrive "
                             "by webhook only", f"{SETUP} --event-source aws.partner/stripe.com/ed_…, then set "
@@ -88,10 +88,17 @@ def _guarded_many(name, checks, *args):
 
 
 def _error_text(exc):
+    """One short line: AWS and drivers put whole HTML pages and tracebacks in their messages."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code')}: {error.get('Message')}"
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        text = f"{error.get('Code')}: {error.get('Message')}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:200]
+
+
+def _count(n, noun):
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _stripe_key():
@@ -159,7 +166,7 @@ def _dead_letter_queue(sqs, attributes):
     count = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
                 ["Attributes"]["ApproximateNumberOfMessages"])
     if count:
-        return Check(FAIL, "dead-letter queue", f"events received but not processed: {count} messages in {name}",
+        return Check(FAIL, "dead-letter queue", f"events received but not processed: {_count(count, 'message')} in {name}",
                      f"read them (aws sqs receive-message --queue-url {dlq_url}); once the cause is fixed, "
                      f"move them back: aws sqs start-message-move-task --source-arn {dlq_arn}")
     return Check(OK, "dead-letter queue", f"{name} configured, empty")
@@ -271,7 +278,7 @@ def _unprocessed_events():
     db.session.rollback()
     if not count:
         return Check(OK, "unprocessed events", "every event received was processed")
-    return Check(FAIL, "unprocessed events", f"events received but not processed: {count} (latest {latest.id} "
+    return Check(FAIL, "unprocessed events", f"events received but not processed: {_count(count, 'event')} (latest {latest.id} "
                  f"{latest.type} via {latest.delivered_by}: {(latest.error or 'no error recorded')[:200]})",
                  "a redelivery processes them again; the log has each event id; "
                  "flask --app wsgi shop sweep settles their orders from Stripe")
@@ -284,7 +291,7 @@ def _missing_order_id():
     db.session.rollback()
     if not count:
         return Check(OK, "order_id in metadata", "no event lacked it")
-    return Check(WARN, "order_id in metadata", f"order_id missing from metadata: {count} events (latest {latest.id}) "
+    return Check(WARN, "order_id in metadata", f"order_id missing from metadata: {_count(count, 'event')} (latest {latest.id}) "
                  "for Checkout Sessions without metadata.order_id, so no order could be matched",
                  "if these were shop payments, their sessions were not made by this shop's checkout; otherwise "
                  "they belong to another product on the same Stripe account")
@@ -299,6 +306,6 @@ def _pending_past_expiry():
     if not count:
         return Check(OK, "pending past checkout expiry", "no order")
     status = FAIL if oldest < now - SWEEPER_OVERDUE else WARN
-    return Check(status, "pending past checkout expiry", f"{count} orders still pending after their checkout "
+    return Check(status, "pending past checkout expiry", f"{_count(count, 'order')} still pending after their checkout "
                  f"expired (oldest at {oldest:%Y-%m-%d %H:%M} UTC): no event or sweep settled them",
                  "fix the FAIL lines above; the server's sweeper (or flask --app wsgi shop sweep) then settles them")

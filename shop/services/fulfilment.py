@@ -162,6 +162,8 @@ def _process_event(event, path):
         return f"ignored: {event_type} is not handled", None
     if event_type in SESSION_EVENTS:
         session_id = obj.get("id")
+        if not isinstance(session_id, str) or not session_id:
+            return "ignored: the event's object has no session id", None
     else:
         session_id = _session_for_charge(obj)
         if session_id is None:
@@ -178,11 +180,16 @@ def _process_event(event, path):
 def _session_for_charge(charge):
     """The Checkout Session behind a charge: through the order that holds its intent, else the intent's metadata."""
     intent_id = charge.get("payment_intent")
-    if not intent_id:
+    if not isinstance(intent_id, str) or not intent_id:
         return None
     order = db.session.execute(select(TicketOrder).where(TicketOrder.stripe_payment_intent_id == intent_id)).unique().scalar_one_or_none()
     if order is None:
-        intent = gateway().retrieve_payment_intent(intent_id)
+        try:
+            intent = gateway().retrieve_payment_intent(intent_id)
+        except PaymentUnavailable:
+            raise
+        except PaymentError:
+            return None  # Stripe knows no such payment: not one of our orders
         order_id = (intent.get("metadata") or {}).get("order_id")
         order = db.session.get(TicketOrder, int(order_id)) if order_id and str(order_id).isdigit() else None
     db.session.rollback()  # end the read so the row lock later sees fresh data

@@ -1,0 +1,31 @@
+"""gunicorn's settings for the shop; gunicorn reads this file from the working directory: ``gunicorn wsgi:app``.
+
+Each worker runs the SQS poller (when ``SQS_QUEUE_URL`` is set) and the sweeper as
+background threads, started by the hooks below once the worker has loaded the app.
+"""
+import multiprocessing
+import os
+
+from shop.delivery import background
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
+
+# A stopping worker first finishes the poller's long poll (up to 20 s, SHOP_SQS_WAIT_SECONDS)
+# and the batch in hand; gunicorn kills workers still running after graceful_timeout.
+graceful_timeout = 30
+
+
+def post_worker_init(worker):
+    """In the worker, after the app is loaded: never in the master, so ``--preload`` forks no threads."""
+    background.start(worker.wsgi)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (quick shutdown): ask the threads to stop; ``worker_exit`` then waits for them."""
+    background.request_stop()
+
+
+def worker_exit(server, worker):
+    """The worker is leaving: stop the threads within the graceful timeout, leaving a margin for the exit."""
+    background.stop(timeout=graceful_timeout - 5)

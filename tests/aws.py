@@ -1,0 +1,142 @@
+"""AWS for the tests: moto's server on a loopback port, spoken to by real boto3 over HTTP.
+
+Test modules import the fixtures they use (``from tests.aws import aws, moto_server``).
+The ``aws`` fixture empties moto and points this process's boto3 chain at it through the
+environment (``AWS_ENDPOINT_URL``, dummy credentials), exactly as an operator would.
+"""
+import contextlib
+import copy
+import json
+import os
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from shop import create_app
+from shop.delivery.sqs_poller import SqsPoller
+from shop.extensions import db
+from tests.conftest import shop_environment
+
+REGION = "us-east-1"
+STRIPE_SOURCE = "aws.partner/stripe.com/ed_test_61ShopTestDestination"
+FIXTURES = Path(__file__).parent / "fixtures" / "eventbridge"
+
+
+def aws_environment(endpoint_url):
+    return {"AWS_ENDPOINT_URL": endpoint_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto in server mode on a free loopback port, for the whole run; yields its URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """An empty moto, with this process's AWS settings pointing at it."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")).close()
+    for name, value in aws_environment(moto_server).items():
+        monkeypatch.setenv(name, value)
+    return Aws(moto_server)
+
+
+class Aws:
+    """boto3 clients on moto, and the few set-ups the tests repeat."""
+
+    def __init__(self, endpoint_url):
+        self.endpoint_url = endpoint_url
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.events = boto3.client("events", region_name=REGION)
+
+    def queue(self, name="shop-test-events", dead_letter_queue=False):
+        """A fresh queue's URL; with ``dead_letter_queue`` it redrives to ``<name>-dlq``."""
+        attributes = {}
+        if dead_letter_queue:
+            dlq = self.sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": self.arn(dlq), "maxReceiveCount": 5})
+        return self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+
+    def arn(self, queue_url):
+        return self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def messages_on(self, queue_url):
+        """Messages on the queue, waiting or in flight."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def shop_env(self, queue_url, **extra):
+        """The shop's settings for this queue; a 1 s long poll keeps the tests' shutdowns short."""
+        return {"SQS_QUEUE_URL": queue_url, "AWS_REGION": REGION, "SHOP_SQS_WAIT_SECONDS": "1",
+                **aws_environment(self.endpoint_url), **extra}
+
+    def put_stripe_event(self, event, bus, source=STRIPE_SOURCE):
+        """What Stripe's event destination does: one event on the partner bus, the Stripe event as detail."""
+        reply = self.events.put_events(Entries=[{
+            "Source": source, "DetailType": event["type"], "Detail": json.dumps(event), "EventBusName": bus,
+            "Resources": [f"arn:aws:events:{REGION}::event-source/{source}"]}])
+        assert reply["FailedEntryCount"] == 0, reply
+
+
+def envelope(event, source=STRIPE_SOURCE, fixture="checkout.session.completed.envelope.json"):
+    """An SQS body as EventBridge writes it: the fixture's envelope around ``event``."""
+    body = json.loads((FIXTURES / fixture).read_text())
+    body.update({"id": str(uuid.uuid4()), "source": source, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "resources": [f"arn:aws:events:{REGION}::event-source/{source}"]})
+    if event is not None:
+        body.update({"detail-type": event["type"], "detail": copy.deepcopy(event)})
+    return json.dumps(body)
+
+
+@contextlib.contextmanager
+def shop_app(stripe_server, **env):
+    """A second shop app (as another process would have) on the test database, with extra settings."""
+    saved = dict(os.environ)
+    os.environ.update(shop_environment(stripe_server, **env))
+    try:
+        app = create_app({"TESTING": True})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@contextlib.contextmanager
+def running_poller(app):
+    """The app's SQS poller, running in a thread until the block ends."""
+    stop = threading.Event()
+    thread = threading.Thread(target=SqsPoller(app).run, args=(stop,), name="test-sqs-poller", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=app.config["SHOP_SQS_WAIT_SECONDS"] + 10)
+        assert not thread.is_alive(), "the poller did not stop"
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02):
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"not true within {timeout} s: {predicate.__doc__ or predicate}")
