@@ -144,6 +144,7 @@ class FakeStripe:
         self.requests = []
         self.deliveries = []  # (event id, HTTP status of the webhook POST, or None if it could not connect)
         self.down = False
+        self.latency = 0.0  # seconds each API call takes, as Stripe's few hundred ms do (benchmarks)
         self._failures = []  # statuses the next API calls answer with, see fail_next()
         self._idempotent = {}  # Idempotency-Key -> (method, path, params, response body)
         self._checkout_inputs = {}  # session id -> what Stripe keeps but does not show on the session
@@ -153,7 +154,7 @@ class FakeStripe:
 
     def start(self):
         """Bind a free loopback port and serve in a daemon thread."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-stripe", daemon=True)
@@ -549,6 +550,11 @@ def _html(title, body):
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default 5 drops connections when a benchmark opens many at once
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes each request to the FakeStripe that owns the server (`self.server.fake`)."""
 
@@ -565,6 +571,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/c/pay/"):
             status, headers, page = fake._checkout_page(method, path.removeprefix("/c/pay/"))
             return self._send(status, {"Content-Type": "text/html; charset=utf-8", **headers}, page)
+        if fake.latency:
+            time.sleep(fake.latency)
         answer = fake._api(method, path, body if method == "POST" else query, self.headers)
         if answer is None:  # `down`: drop the connection so the client sees a network failure
             self.close_connection = True
@@ -590,6 +598,8 @@ class _Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     # `python -m tests.stripe_server`: serve in a process of its own (the benchmark does), printing the URL.
     import sys
-    server = FakeStripe(api_key=sys.argv[1] if len(sys.argv) > 1 else "sk_test_fake").start()
+    server = FakeStripe(api_key=sys.argv[1] if len(sys.argv) > 1 else "sk_test_fake")
+    server.latency = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    server.start()
     print(server.url, flush=True)
     threading.Event().wait()
