@@ -7,7 +7,6 @@ environment (``AWS_ENDPOINT_URL``, dummy credentials), exactly as an operator wo
 import contextlib
 import copy
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -18,9 +17,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from shop import create_app
 from shop.delivery.sqs_poller import SqsPoller
 from shop.extensions import db
+from tests.apps import app_from_environment
 from tests.conftest import shop_environment
 
 REGION = "us-east-1"
@@ -104,13 +103,7 @@ def envelope(event, source=STRIPE_SOURCE, fixture="checkout.session.completed.en
 @contextlib.contextmanager
 def shop_app(stripe_server, **env):
     """A second shop app (as another process would have) on the test database, with extra settings."""
-    saved = dict(os.environ)
-    os.environ.update(shop_environment(stripe_server, **env))
-    try:
-        app = create_app({"TESTING": True})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    app = app_from_environment(shop_environment(stripe_server, **env), {"TESTING": True})
     try:
         yield app
     finally:

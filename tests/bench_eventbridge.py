@@ -21,12 +21,13 @@ from shop.delivery import background
 from shop.extensions import db
 from shop.models import TicketOrder
 from shop.services.aws_setup import provision
+from tests.apps import create_database, database_url
 from tests.aws import Aws, aws_environment
-from tests.conftest import TEST_DATABASE_URL, _create_database, shop_environment
+from tests.conftest import shop_environment
 from tests.factories import checkout, make_ticket
 from tests.stripe_server import FakeStripe
 
-DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", TEST_DATABASE_URL.rsplit("/", 1)[0] + "/shop_bench")
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", database_url("shop_bench"))
 
 
 def put_to_paid_seconds(app, aws, stripe, ticket):
@@ -54,7 +55,7 @@ def main(n):
     stripe = FakeStripe(api_key="sk_test_shop").start()
     aws = Aws(f"http://{host}:{port}")
     aws.events.create_event_bus(Name="stripe-bus")
-    _create_database(DATABASE_URL)
+    create_database(DATABASE_URL)
     os.environ.update(shop_environment(stripe, database_url=DATABASE_URL, SHOP_SQS_WAIT_SECONDS="20"))
     with create_app().app_context():
         upgrade()

@@ -23,9 +23,9 @@ import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from types import SimpleNamespace
 
+from tests.apps import app_on_new_database, database_url
 from tests.conftest import STRIPE_KEY
 from tests.gunicorn_server import gunicorn_server
-from tests.live_server import app_on_new_database, database_url
 
 WRK_CHECKOUT = """
 wrk.method = "POST"
@@ -40,7 +40,7 @@ end
 
 def wrk(url, seconds, connections, script=None):
     """Run wrk from its own process; returns requests/s, p50 and p99 in ms, and non-2xx/3xx count."""
-    command = ["wrk", f"-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script:
         command[1:1] = ["-s", script]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

@@ -1,35 +1,17 @@
-"""Fixtures: a MariaDB database the tests create, the app on it, and a local Stripe server.
+"""Fixtures: the app on a MariaDB database the tests create (see ``tests/apps.py``), and a local Stripe server.
 
-``TEST_DATABASE_URL`` names the server (default: the local MariaDB as root); the tests
-create their own database on it, build the schema with the migrations, and empty the
-tables between tests.
+The tables are emptied between tests.
 """
 import json
-import os
 
-import pymysql
 import pytest
-import sqlalchemy as sa
-from flask_migrate import upgrade
 
-from shop import create_app
 from shop.extensions import db
+from tests.apps import TEST_DATABASE_URL, app_on_new_database, empty_tables
 from tests.stripe_server import FakeStripe
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "mysql+pymysql://root@127.0.0.1:3306/shop_test")
 WEBHOOK_SECRET = "whsec_test_secret"
 STRIPE_KEY = "sk_test_shop"
-
-
-def _create_database(url):
-    """Drop and create the test database (utf8mb4), connecting to the server without one."""
-    parts = sa.make_url(url)
-    conn = pymysql.connect(host=parts.host or "127.0.0.1", port=parts.port or 3306, user=parts.username or "root",
-                           password=parts.password or "", unix_socket=parts.query.get("unix_socket"))
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{parts.database}`")
-        cur.execute(f"CREATE DATABASE `{parts.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -57,33 +39,15 @@ def shop_environment(stripe_server, database_url=TEST_DATABASE_URL, **extra):
 @pytest.fixture(scope="session")
 def app(stripe_server):
     """The shop on a fresh MariaDB database built by the migrations, talking to the local Stripe."""
-    _create_database(TEST_DATABASE_URL)
-    saved = dict(os.environ)
-    os.environ.update(shop_environment(stripe_server))
-    try:
-        app = create_app({"TESTING": True})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    with app.app_context():
-        upgrade()
-    yield app
+    return app_on_new_database(shop_environment(stripe_server), {"TESTING": True})
 
 
 @pytest.fixture(autouse=True)
 def _clean_tables(request):
     """Empty every table after each test that used the database."""
     yield
-    if "app" not in request.fixturenames:
-        return
-    app = request.getfixturevalue("app")
-    with app.app_context():
-        db.session.remove()
-        with db.engine.begin() as conn:
-            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))
-            for table in reversed(db.metadata.sorted_tables):
-                conn.execute(table.delete())
-            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
+    if "app" in request.fixturenames:
+        empty_tables(request.getfixturevalue("app"))
 
 
 @pytest.fixture

@@ -4,21 +4,12 @@ The browser tests need a real HTTP server (Chromium and the Stripe stand-in both
 and the sandbox tests need an app without a Stripe key on a database of its own, so they
 cannot share the session app. Only tests create these apps (STYLE habit 1).
 """
-import os
 import threading
 
 import sqlalchemy as sa
-from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
-from shop import create_app
 from shop.extensions import db
-from tests.conftest import TEST_DATABASE_URL, _create_database
-
-
-def database_url(name):
-    """The URL of database ``name`` on the test server (the one ``TEST_DATABASE_URL`` names)."""
-    return sa.make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def sandbox_environment(database_url):
@@ -31,37 +22,6 @@ def sandbox_environment(database_url):
         "STRIPE_WEBHOOK_SECRET": "",
         "STRIPE_API_BASE": "",
     }
-
-
-def app_from_environment(env, test_config=None):
-    """``create_app`` as a process started with ``env`` (on top of the current environment) would run it."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return create_app(test_config)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def app_on_new_database(env, test_config=None):
-    """An app on a freshly created database (``env["DATABASE_URL"]``) whose schema the migrations built."""
-    _create_database(env["DATABASE_URL"])
-    app = app_from_environment(env, test_config)
-    with app.app_context():
-        upgrade()
-    return app
-
-
-def empty_tables(app):
-    """Delete every row of ``app``'s database (as conftest does for the session app between tests)."""
-    with app.app_context():
-        db.session.remove()
-        with db.engine.begin() as conn:
-            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))
-            for table in reversed(db.metadata.sorted_tables):
-                conn.execute(table.delete())
-            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
 
 
 def drop_database(app):

@@ -18,16 +18,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shop.delivery import background
-from shop.delivery.sqs_poller import Action, Verdict, VisibilityHeartbeat, fulfil_queue_message
+from shop.delivery.sqs_poller import (
+    Action,
+    Verdict,
+    VisibilityHeartbeat,
+    fulfil_queue_message,
+)
 from shop.extensions import db
 from shop.models import StripeEvent, TicketOrder, TicketType
 from shop.payments import InvalidPayload
 from shop.payments.stripe_gateway import parse_envelope
 from shop.services.aws_setup import event_pattern, provision
 from shop.services.fulfilment import HANDLED_EVENTS
-from tests.aws import aws, moto_server  # noqa: F401 (fixtures)
-from tests.aws import FIXTURES, STRIPE_SOURCE, envelope, running_poller, shop_app, wait_until
-from tests.conftest import TEST_DATABASE_URL, post_webhook, shop_environment
+from tests.apps import TEST_DATABASE_URL
+from tests.aws import (  # noqa: F401 (fixtures)
+    FIXTURES,
+    STRIPE_SOURCE,
+    aws,
+    envelope,
+    moto_server,
+    running_poller,
+    shop_app,
+    wait_until,
+)
+from tests.conftest import post_webhook, shop_environment
 from tests.factories import checkout, make_ticket
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,14 +1,13 @@
 """The webhook inlet and fulfilment: an order turns paid once, only when Stripe says so."""
 import copy
-import os
 import threading
 import time
 
 import pytest
 
-from shop import create_app
 from shop.extensions import db
 from shop.models import Admission, StripeEvent, TicketOrder
+from tests.apps import app_from_environment
 from tests.conftest import login, post_webhook, shop_environment
 from tests.factories import checkout, make_discount, make_ticket, make_user, reload
 
@@ -206,14 +205,8 @@ def test_stripe_unreachable_during_webhook_answers_503_then_the_retry_pays(place
 
 
 def test_database_down_answers_503_so_stripe_retries(stripe_server):
-    env = shop_environment(stripe_server, database_url="mysql+pymysql://root@127.0.0.1:1/nowhere")
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        broken = create_app({"TESTING": True})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    broken = app_from_environment(
+        shop_environment(stripe_server, database_url="mysql+pymysql://root@127.0.0.1:1/nowhere"), {"TESTING": True})
     event = stripe_server.event("checkout.session.completed", {"id": "cs_test_x", "object": "checkout.session"})
     assert post_webhook(broken.test_client(), stripe_server, event).status_code == 503
     assert broken.test_client().get("/healthz").status_code == 503

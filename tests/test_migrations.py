@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from shop.extensions import db
-from tests.conftest import TEST_DATABASE_URL, _create_database
+from tests.apps import create_database, database_url
 
 EXPECTED_COLUMNS = {
     "events": {"id", "title", "description", "venue", "starts_at"},
@@ -18,8 +18,8 @@ EXPECTED_COLUMNS = {
 
 
 def test_migrations_build_the_schema_on_an_empty_database(app):
-    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/shop_test_migrations"
-    _create_database(url)
+    url = database_url("shop_test_migrations")
+    create_database(url)
     saved = app.config["SQLALCHEMY_DATABASE_URI"]
     engine = sa.create_engine(url)
     try:

@@ -1,8 +1,8 @@
 """Payment outcomes, late payments, refunds and discounts: every path through the order state machine."""
 import threading
-from types import SimpleNamespace
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import update

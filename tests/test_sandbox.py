@@ -12,8 +12,9 @@ import pytest
 from shop.config import ConfigError, load_config
 from shop.extensions import db
 from shop.models import Admission, DeliveryPath, SandboxObject, StripeEvent, TicketOrder
+from tests.apps import app_on_new_database, database_url, empty_tables
 from tests.factories import make_ticket, reload
-from tests.live_server import app_on_new_database, database_url, drop_database, empty_tables, sandbox_environment
+from tests.live_server import drop_database, sandbox_environment
 from tests.stripe_server import FakeStripe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

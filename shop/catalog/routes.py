@@ -1,9 +1,9 @@
 from flask import abort, render_template
 from flask_login import current_user
 
-from .forms import CheckoutForm
 from ..services.catalog import event_with_tickets, upcoming_events
 from . import bp
+from .forms import CheckoutForm
 
 
 @bp.get("/")

@@ -1,19 +1,32 @@
 import re
 
-from flask import abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import MultiDict
 
+from ..catalog.forms import CheckoutForm
 from ..catalog.routes import render_event
 from ..extensions import csrf, db
 from ..models import TicketOrder
 from ..payments import PaymentUnavailable
 from ..services.catalog import event_with_tickets
-from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, start_checkout
+from ..services.checkout import (
+    CheckoutRefused,
+    CheckoutRequest,
+    cancel_checkout,
+    start_checkout,
+)
 from ..services.fulfilment import fulfil_checkout_session
 from . import bp
-from ..catalog.forms import CheckoutForm
 
 SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,200}$")
 
