@@ -32,10 +32,8 @@ def create_app(test_config=None):
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from . import (
-        models,  # noqa: F401  (registers the tables with SQLAlchemy and Alembic)
-        payments,
-    )
+    from . import models  # noqa: F401  (registers the tables with SQLAlchemy and Alembic)
+    from . import payments
     payments.init_app(app)
 
     from .account import bp as account_bp

@@ -18,12 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shop.delivery import background
-from shop.delivery.sqs_poller import (
-    Action,
-    Verdict,
-    VisibilityHeartbeat,
-    fulfil_queue_message,
-)
+from shop.delivery.sqs_poller import Action, Verdict, VisibilityHeartbeat, fulfil_queue_message
 from shop.extensions import db
 from shop.models import StripeEvent, TicketOrder, TicketType
 from shop.payments import InvalidPayload

@@ -3,13 +3,7 @@ from urllib.parse import urlsplit
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from ..services.accounts import (
-    EmailTaken,
-    authenticate,
-    order_of,
-    orders_of,
-    register_user,
-)
+from ..services.accounts import EmailTaken, authenticate, order_of, orders_of, register_user
 from ..services.tickets import qr_svg
 from . import bp
 from .forms import LoginForm, RegisterForm

@@ -1,14 +1,6 @@
 import re
 
-from flask import (
-    abort,
-    current_app,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import MultiDict
@@ -19,12 +11,7 @@ from ..extensions import csrf, db
 from ..models import TicketOrder
 from ..payments import PaymentUnavailable
 from ..services.catalog import event_with_tickets
-from ..services.checkout import (
-    CheckoutRefused,
-    CheckoutRequest,
-    cancel_checkout,
-    start_checkout,
-)
+from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, start_checkout
 from ..services.fulfilment import fulfil_checkout_session
 from . import bp
 

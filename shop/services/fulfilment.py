@@ -23,13 +23,7 @@ from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import PaymentError, PaymentUnavailable, gateway
 from .holds import HOLD_GRACE, ended_holds, release_ended_holds
-from .orders import (
-    NoSeatsLeft,
-    TransitionRefused,
-    change_status,
-    flag_for_attention,
-    lock_order,
-)
+from .orders import NoSeatsLeft, TransitionRefused, change_status, flag_for_attention, lock_order
 
 logger = logging.getLogger(__name__)
 
