@@ -5,6 +5,7 @@ background threads, started by the hooks below once the worker has loaded the ap
 """
 import multiprocessing
 import os
+import signal
 
 from shop.delivery import background
 
@@ -25,6 +26,15 @@ graceful_timeout = 30
 def post_worker_init(worker):
     """In the worker, after the app is loaded: never in the master, so ``--preload`` forks no threads."""
     background.start(worker.wsgi)
+    # gunicorn has no hook for SIGTERM, its graceful stop: chain one, so the poller takes no new
+    # messages while the worker finishes its requests.
+    graceful_exit = worker.handle_exit
+
+    def stop_background_then_exit(signum, frame):
+        background.request_stop()
+        graceful_exit(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop_background_then_exit)
 
 
 def worker_int(worker):

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 
+# Stripe's zero-decimal and three-decimal currencies.
+NOT_TWO_DECIMAL_CURRENCIES = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf bhd jod kwd omr tnd".split())
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it and says what is expected."""
 
@@ -79,6 +84,9 @@ def load_config(env=None, instance_path="instance"):
     currency = (env.get("SHOP_CURRENCY") or "usd").lower()
     if not re.fullmatch(r"[a-z]{3}", currency):
         raise ConfigError(f"SHOP_CURRENCY must be a three-letter ISO currency code, got {currency!r}")
+    if currency in NOT_TWO_DECIMAL_CURRENCIES:
+        # Stripe counts these in whole units (jpy) or thousandths (kwd); prices here are in cents.
+        raise ConfigError(f"SHOP_CURRENCY must be a currency with two decimals; {currency} has none or three")
 
     sources = [s.strip() for s in (env.get("SHOP_EVENTBRIDGE_SOURCES") or "aws.partner/stripe.com,stripe.com").split(",") if s.strip()]
     queue_url = env.get("SQS_QUEUE_URL") or None
@@ -134,6 +142,7 @@ def _engine_options(database_url):
         # READ COMMITTED (Django's choice on MySQL too): every statement sees the latest commits, and an
         # UPDATE whose WHERE does not match releases the row at once instead of holding it to the end of
         # the transaction. Correctness never rests on snapshots here: row locks and conditional UPDATEs decide.
+        # Pool: one connection per request thread (gunicorn's 8 by default) plus the poller and the sweeper.
         return {"pool_pre_ping": True, "pool_recycle": 3600, "isolation_level": "READ COMMITTED",
-                "connect_args": {"charset": "utf8mb4"}}
+                "pool_size": 10, "max_overflow": 5, "connect_args": {"charset": "utf8mb4"}}
     return {}

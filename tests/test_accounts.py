@@ -45,6 +45,8 @@ def test_wrong_password_is_refused(ctx, form_client):
     ("//evil.example/", "/profile"),
     ("/\\evil.example", "/profile"),
     ("javascript:alert(1)", "/profile"),
+    ("/profile\r\nSet-Cookie: x=1", "/profile"),
+    ("/\t\\evil.example", "/profile"),
 ])
 def test_next_only_redirects_within_the_site(ctx, form_client, target, expected):
     user = make_user()

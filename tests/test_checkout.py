@@ -79,11 +79,17 @@ def test_discount_is_applied_and_rounded_in_buyers_favour(ctx, form_client, stri
     assert stripe_server.sessions[order.stripe_checkout_session_id]["amount_total"] == 1338
 
 
-def test_fixed_discount_never_goes_below_zero(ctx, form_client):
+def test_fixed_discount_never_goes_below_zero(ctx):
+    assert make_discount("FREE", amount_off=Decimal("10.00")).discounted_price(Decimal("5.00")) == Decimal("0.00")
+
+
+def test_total_below_stripes_smallest_charge_is_refused_before_stripe(ctx, form_client, stripe_server):
     ticket = make_ticket(price="5.00")
-    make_discount("FREE", amount_off=Decimal("10.00"))
-    assert buy(form_client, ticket, discount_code="free").status_code == 303
-    assert db.session.query(TicketOrder).one().total_amount == Decimal("0.00")
+    make_discount("ALMOST", amount_off=Decimal("4.80"))
+    sessions_before = len(stripe_server.sessions)
+    response = buy(form_client, ticket, discount_code="almost")
+    assert response.status_code == 400 and "below the smallest card payment" in response.get_data(as_text=True)
+    assert order_count() == 0 and len(stripe_server.sessions) == sessions_before
 
 
 @pytest.mark.parametrize("fields, status, message", [

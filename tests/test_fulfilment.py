@@ -187,9 +187,11 @@ def test_success_page_for_an_open_session_says_pending(placed, client):
     assert "confirming your payment" in page.get_data(as_text=True) and reload(placed).status == "pending"
 
 
-def test_success_page_with_unknown_or_malformed_session_is_404(ctx, client):
+def test_success_page_with_unknown_or_malformed_session_is_404_without_asking_stripe(ctx, client, stripe_server):
+    calls = len(stripe_server.requests)
     assert client.get("/checkout/success?session_id=cs_test_unknown").status_code == 404
     assert client.get("/checkout/success?session_id=<script>").status_code == 404
+    assert len(stripe_server.requests) == calls
 
 
 def test_stripe_unreachable_during_webhook_answers_503_then_the_retry_pays(placed, client, stripe_server):

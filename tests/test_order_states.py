@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from shop.extensions import db
-from shop.models import Admission, DiscountCode, TicketOrder
+from shop.models import Admission, DiscountCode, TicketOrder, TicketType
 from shop.models.base import utcnow
 from shop.services.checkout import SoldOut
 from shop.services.fulfilment import SOLD_OUT_REFUND_REASON, sweep
@@ -245,3 +245,84 @@ def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(place, cl
     deliver(client, stripe_server, stripe_server.expire(order.stripe_checkout_session_id))
     assert place(ticket, discount_code="Once").status == "pending"
     assert reload(db.session.query(DiscountCode).one()).reserved_count == 1
+
+
+def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_succeeds(place, client, stripe_server):
+    ticket = make_ticket(capacity=1)
+    late = place(ticket)
+    end_hold(late)
+    release_ended_holds()
+    rival = place(ticket, email="rival@example.com")
+    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+
+    # A bank debit under way cannot be refunded yet: the order is flagged, nothing fails.
+    outcome = deliver(client, stripe_server, stripe_server.complete(late.stripe_checkout_session_id, payment_status="unpaid"))
+    assert outcome == ["unchanged: no seats to hold for the delayed payment"]
+    assert reload(late).status == "expired" and reload(late).needs_attention
+
+    deliver(client, stripe_server, stripe_server.async_succeed(late.stripe_checkout_session_id))
+    assert reload(late).status == "refunded" and reload(ticket).sold_quantity == 1
+
+
+def test_a_refused_automatic_refund_is_flagged_not_retried_forever(place, client, stripe_server):
+    ticket = make_ticket(capacity=1)
+    late = place(ticket)
+    end_hold(late)
+    release_ended_holds()
+    rival = place(ticket, email="rival@example.com")
+    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+    completed = stripe_server.complete(late.stripe_checkout_session_id)
+    intent_id = stripe_server.sessions[late.stripe_checkout_session_id]["payment_intent"]
+    stripe_server.payment_intents[intent_id]["status"] = "requires_capture"  # so Stripe refuses to refund it
+
+    assert deliver(client, stripe_server, completed) == ["refund failed: flagged for attention"]
+    late = reload(late)
+    assert late.status == "expired" and "automatic refund failed" in late.attention_reason
+
+
+def test_stripe_showing_a_payment_for_a_refunded_order_flags_it(place, client, stripe_server):
+    order = place(make_ticket())
+    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+    deliver(client, stripe_server, stripe_server.refund(reload(order).stripe_payment_intent_id))
+    # The refund failed at the bank afterwards: Stripe's charge is no longer refunded.
+    charge_id = stripe_server.payment_intents[reload(order).stripe_payment_intent_id]["latest_charge"]
+    stripe_server.charges[charge_id].update(amount_refunded=0, refunded=False)
+    deliver(client, stripe_server, stripe_server.event("charge.refund.updated", stripe_server.charges[charge_id]))
+    order = reload(order)
+    assert order.status == "refunded" and order.needs_attention and "Stripe says paid" in order.attention_reason
+
+
+def test_sweeper_settles_other_orders_past_one_it_cannot(place, stripe_server):
+    stuck = place(make_ticket())
+    paid_unseen = place(make_ticket())
+    stripe_server.complete(paid_unseen.stripe_checkout_session_id)
+    stripe_server.sessions.pop(stuck.stripe_checkout_session_id)  # Stripe no longer shows this one
+    db.session.execute(update(TicketOrder).values(created_at=utcnow() - timedelta(minutes=6)))
+    db.session.commit()
+
+    counts = sweep()
+
+    assert counts.get("paid") == 1 and reload(paid_unseen).status == "paid"
+    assert reload(stuck).status == "pending"
+
+
+def test_an_order_is_swept_by_one_sweeper_at_a_time(place, stripe_server):
+    order = place(make_ticket())
+    db.session.execute(update(TicketOrder).values(created_at=utcnow() - timedelta(minutes=6)))
+    db.session.commit()
+    assert sweep() == {"unchanged: checkout still open": 1}
+    assert sweep() == {}  # claimed a moment ago: another sweep leaves it alone
+
+
+def test_orders_from_before_holds_existed_are_settled_without_touching_held_seats(place, stripe_server):
+    ticket = make_ticket(capacity=5)
+    order = place(ticket, quantity=2)
+    # As the old system wrote it: no hold, so its seats were never counted as held.
+    db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id).values(
+        hold_expires_at=None, created_at=utcnow() - timedelta(days=1)))
+    db.session.execute(update(TicketType).where(TicketType.id == ticket.id).values(held_quantity=0))
+    db.session.commit()
+    stripe_server.complete(order.stripe_checkout_session_id)
+
+    assert sweep() == {"paid": 1}
+    assert (reload(ticket).sold_quantity, reload(ticket).held_quantity) == (2, 0)

@@ -215,9 +215,11 @@ def test_sandbox_runs_only_when_no_stripe_key_is_set(tmp_path):
     ({"STRIPE_SECRET_KEY": "pk_test_123"}, "STRIPE_SECRET_KEY"),
     ({"STRIPE_SECRET_KEY": "sk_test_"}, "STRIPE_SECRET_KEY"),
     ({"SHOP_CURRENCY": "dollars"}, "SHOP_CURRENCY"),
+    ({"SHOP_CURRENCY": "jpy"}, "SHOP_CURRENCY"),
     ({"SHOP_MAX_PER_ORDER": "ten"}, "SHOP_MAX_PER_ORDER"),
     ({"SECRET_KEY": ""}, "SECRET_KEY"),
-], ids=["publishable-key", "empty-secret-key", "currency-word", "max-per-order-word", "no-secret-key-on-a-database"])
+], ids=["publishable-key", "empty-secret-key", "currency-word", "currency-without-cents", "max-per-order-word",
+        "no-secret-key-on-a-database"])
 def test_malformed_setting_raises_config_error_naming_it_in_one_line(tmp_path, setting, variable):
     env = {"DATABASE_URL": "mysql+pymysql://shop@db/shop", "SECRET_KEY": "s" * 32, **setting}
 

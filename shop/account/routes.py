@@ -10,13 +10,14 @@ from .forms import LoginForm, RegisterForm
 
 
 def _safe_next(target):
-    """Only a path on this site: no scheme, no host, no protocol-relative ``//host`` or ``/\\host``."""
-    if not target:
+    """Only a path on this site: no scheme or host, no backslash (browsers read ``/\\host`` as a host),
+    no control characters (a CR or LF cannot go into a Location header)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in target):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return None
-    return target
+    return None if parts.scheme or parts.netloc else target
 
 
 @bp.route("/register", methods=["GET", "POST"])

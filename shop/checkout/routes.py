@@ -7,11 +7,10 @@ from werkzeug.datastructures import MultiDict
 
 from ..catalog.forms import CheckoutForm
 from ..catalog.routes import render_event
-from ..extensions import csrf, db
-from ..models import TicketOrder
+from ..extensions import csrf
 from ..payments import PaymentUnavailable
 from ..services.catalog import event_with_tickets
-from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, start_checkout
+from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, order_for_session, start_checkout
 from ..services.fulfilment import fulfil_checkout_session
 from . import bp
 
@@ -69,13 +68,15 @@ def success():
     session_id = request.args.get("session_id", "")
     if not SESSION_ID.match(session_id):
         abort(404)
-    try:
-        # Stripe's advice: fulfil on the landing page too, so the buyer need not wait for the event.
-        order = fulfil_checkout_session(session_id, "success_page")
-    except PaymentUnavailable:
-        order = db.session.query(TicketOrder).filter_by(stripe_checkout_session_id=session_id).one_or_none()
+    order = order_for_session(session_id)
     if order is None:
-        abort(404)
+        abort(404)  # not a session of ours: Stripe is not asked about made-up ids
+    if order.state.holds_seats:
+        try:
+            # Stripe's advice: fulfil on the landing page too, so the buyer need not wait for the event.
+            order = fulfil_checkout_session(session_id, "success_page") or order
+        except PaymentUnavailable:
+            pass  # the page shows the order as we have it; the event or the sweeper settles it
     return render_template("checkout/success.html", order=order)
 
 

@@ -99,6 +99,12 @@ class TicketOrder(db.Model):
         return OrderStatus(self.status)
 
     @property
+    def holds_seats(self):
+        """Its seats are counted in the ticket type's ``held_quantity``. Orders written before holds
+        existed have no ``hold_expires_at`` and never held any."""
+        return self.state.holds_seats and self.hold_expires_at is not None
+
+    @property
     def amount_minor(self):
         """The total in the currency's minor unit, as Stripe counts it."""
         return int((self.total_amount * 100).to_integral_value())

@@ -12,7 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
@@ -22,13 +22,15 @@ from ..models.orders import OrderStatus
 from ..payments import PaymentError, PaymentUnavailable, gateway
 from .fulfilment import reconcile_order
 from .holds import release_ended_holds
-from .orders import _bump, _seats_free, change_status, lock_order
+from .orders import change_status, hold_seats, lock_order, reserve_discount_use
 
 logger = logging.getLogger(__name__)
 
 # MariaDB's "Deadlock found" and "Lock wait timeout exceeded": the transaction was rolled back, a retry is safe.
 RETRYABLE_MYSQL_ERRORS = {1213, 1205}
 HOLD_ATTEMPTS = 4
+# Stripe's smallest charge in USD and EUR; below it Stripe refuses the Checkout Session.
+MINIMUM_TOTAL = Decimal("0.50")
 
 
 class CheckoutRefused(Exception):
@@ -101,8 +103,9 @@ def start_checkout(req: CheckoutRequest, *, success_url, cancel_url_for):
     """Create a pending order holding ``req.quantity`` seats and its Checkout Session.
 
     Returns ``(order, checkout_url)``. Raises a :class:`CheckoutRefused` subclass, with a
-    message for the buyer, when the request cannot be honoured; nothing is left behind then.
-    ``cancel_url_for(order)`` builds the order's cancel link.
+    message for the buyer, when the request cannot be honoured: no seats stay held then (an
+    order Stripe refused stays on record as ``failed``). ``cancel_url_for(order)`` builds
+    the order's cancel link.
     """
     max_per_order = current_app.config["SHOP_MAX_PER_ORDER"]
     if not 1 <= req.quantity <= max_per_order:
@@ -112,17 +115,28 @@ def start_checkout(req: CheckoutRequest, *, success_url, cancel_url_for):
         raise CheckoutRefused("This event has already started; tickets are no longer sold.")
     discount = find_discount(req.discount_code, req.event_id)
     unit_price = discount.discounted_price(ticket.price) if discount else Decimal(ticket.price)
+    if unit_price * req.quantity < MINIMUM_TOTAL:
+        currency = current_app.config["SHOP_CURRENCY"].upper()
+        raise CheckoutRefused(f"The total is below the smallest card payment ({MINIMUM_TOTAL} {currency}); "
+                              "these tickets cannot be sold online.", field="discount_code" if discount else None)
     product_name = f"{ticket.event.title} — {ticket.name}"
 
     order = _hold_seats(req, ticket, discount, unit_price)
+    expires_at, cancel_url = calendar.timegm(order.hold_expires_at.timetuple()), cancel_url_for(order)
+    # Keep the loaded order but end the transaction: no connection is held through the Stripe call.
+    db.session.expunge(order)
+    db.session.rollback()
     try:
-        session = gateway().create_checkout_session(
-            order=order, product_name=product_name, success_url=success_url,
-            cancel_url=cancel_url_for(order), expires_at=calendar.timegm(order.hold_expires_at.timetuple()))
+        session = gateway().create_checkout_session(order=order, product_name=product_name, success_url=success_url,
+                                                    cancel_url=cancel_url, expires_at=expires_at)
     except PaymentError as exc:
         # Release the seats at once: the buyer never got a page to pay on.
         _abandon(order.id, f"checkout session not created: {exc}")
-        raise PaymentProviderDown("We could not reach our payment provider. Nothing was charged; please try again in a moment.") from exc
+        if isinstance(exc, PaymentUnavailable):
+            raise PaymentProviderDown("We could not reach our payment provider. Nothing was charged; "
+                                      "please try again in a moment.") from exc
+        raise PaymentProviderDown("Our payment provider could not start this payment. Nothing was charged; "
+                                  "please contact the organizer.") from exc
     db.session.execute(
         TicketOrder.__table__.update().where(TicketOrder.id == order.id)
         .values(stripe_checkout_session_id=session["id"]))
@@ -151,22 +165,18 @@ def _try_hold(req, ticket, discount, unit_price, hold_minutes):
     # Cheap first: when the ticket just read shows too few seats, skip the UPDATE (and its row lock)
     # unless ended holds can be released. The conditional UPDATE below is what really decides.
     enough = ticket.remaining >= req.quantity
-    if not (enough and _bump(TicketType, ticket.id, _seats_free(req.quantity), held_quantity=req.quantity)):
+    if not (enough and hold_seats(ticket.id, req.quantity)):
         db.session.rollback()
         # Holds that ended without an event still count until released; release them and look again.
-        if not release_ended_holds(ticket_id=ticket.id) or \
-                not _bump(TicketType, ticket.id, _seats_free(req.quantity), held_quantity=req.quantity):
+        if not release_ended_holds(ticket_id=ticket.id) or not hold_seats(ticket.id, req.quantity):
             db.session.rollback()
             remaining = db.session.get(TicketType, ticket.id, populate_existing=True).remaining
             if remaining:
                 raise SoldOut(f"Only {remaining} ticket(s) left; please choose fewer.", field="quantity")
             raise SoldOut("Sold out: there are no tickets of this kind left.")
-    if discount is not None:
-        under_limit = or_(DiscountCode.max_uses.is_(None),
-                          DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
-        if not _bump(DiscountCode, discount.id, under_limit, reserved_count=1):
-            db.session.rollback()
-            raise SoldOut(f"The discount code {discount.code} has been used up.", field="discount_code")
+    if discount is not None and not reserve_discount_use(discount.id):
+        db.session.rollback()
+        raise SoldOut(f"The discount code {discount.code} has been used up.", field="discount_code")
     # Stripe insists expires_at is at least 30 minutes ahead when it creates the session, so
     # the hold gets one extra minute for the round-trip; the session then ends with the hold.
     order = TicketOrder(
@@ -187,6 +197,12 @@ def _abandon(order_id, cause):
     if order is not None and order.state is OrderStatus.PENDING:
         change_status(order, OrderStatus.FAILED, cause)
     db.session.commit()
+
+
+def order_for_session(session_id):
+    """The order a Checkout Session belongs to, or None."""
+    return db.session.execute(
+        select(TicketOrder).where(TicketOrder.stripe_checkout_session_id == session_id)).scalar_one_or_none()
 
 
 def cancel_checkout(order_id):

@@ -21,13 +21,12 @@ from flask import current_app
 from sqlalchemy import func, select, text
 
 from ..extensions import db
-from ..models import DeliveryPath, StripeEvent, TicketOrder
+from ..models import DeliveryPath, StripeEvent
 from ..models.base import utcnow
-from ..models.orders import OrderStatus
 from ..payments import PaymentError, gateway
 from .aws_setup import STRIPE_SOURCE_PREFIX, aws_client
 from .fulfilment import HANDLED_EVENTS
-from .holds import HOLD_GRACE
+from .holds import HOLD_GRACE, pending_past_hold
 
 logger = logging.getLogger(__name__)
 
@@ -299,9 +298,7 @@ def _missing_order_id():
 
 def _pending_past_expiry():
     now = utcnow()
-    count, oldest = db.session.execute(
-        select(func.count(), func.min(TicketOrder.hold_expires_at)).where(
-            TicketOrder.status == OrderStatus.PENDING.value, TicketOrder.hold_expires_at < now)).one()
+    count, oldest = pending_past_hold(now)
     db.session.rollback()
     if not count:
         return Check(OK, "pending past checkout expiry", "no order")

@@ -22,7 +22,7 @@ from ..models import DeliveryPath, StripeEvent, TicketOrder
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import PaymentError, PaymentUnavailable, gateway
-from .holds import HOLD_GRACE, ended_holds, release_ended_holds
+from .holds import hold_ended, hold_has_ended, release_ended_holds
 from .orders import NoSeatsLeft, TransitionRefused, change_status, flag_for_attention, lock_order
 
 logger = logging.getLogger(__name__)
@@ -168,13 +168,24 @@ def _process_event(event, path):
         session_id = _session_for_charge(obj)
         if session_id is None:
             return "ignored: refund of a payment that is not an order of ours", None
-    try:
-        session = gateway().retrieve_session(session_id)
-    except PaymentUnavailable:
-        raise
-    except PaymentError:
+    session = _session_at_stripe(session_id)
+    if session is None:
         return f"ignored: Stripe does not know {session_id}", None
     return _reconcile(session, path, cause=f"{event_type} {event['id']} via {path}")
+
+
+def _session_at_stripe(session_id):
+    """The session as Stripe has it now, or None when Stripe refuses to show it (unknown, not ours).
+
+    Raises PaymentUnavailable when Stripe cannot be reached: a later attempt can succeed.
+    """
+    try:
+        return gateway().retrieve_session(session_id)
+    except PaymentUnavailable:
+        raise
+    except PaymentError as exc:
+        logger.warning("Stripe refused to show session %s: %s", session_id, exc)
+        return None
 
 
 def _session_for_charge(charge):
@@ -201,11 +212,8 @@ def fulfil_checkout_session(session_id, path):
 
     The success page calls this, so a buyer who returns before any event sees the truth at once.
     """
-    try:
-        session = gateway().retrieve_session(session_id)
-    except PaymentUnavailable:
-        raise
-    except PaymentError:
+    session = _session_at_stripe(session_id)
+    if session is None:
         return None
     note_delivery(path)
     outcome, order_id = _reconcile(session, path, cause=f"session {session_id} via {path}")
@@ -213,29 +221,31 @@ def fulfil_checkout_session(session_id, path):
     return db.session.get(TicketOrder, order_id) if order_id else None
 
 
-def reconcile_order(order_id, path, *, cancelled=False):
-    """Re-read an order's session from Stripe and apply it; ``cancelled`` records an expiry as the buyer's cancel.
+def reconcile_order(order_id, path, *, cancelled=False, refund_unseatable=True):
+    """Re-read an order's session from Stripe and apply it; returns the outcome.
 
-    Returns the outcome. Used by the cancel page, the sweeper and the refund command.
+    ``cancelled`` records an expiry as the buyer's cancel. Used by the cancel page, the
+    sweeper and the refund command.
     """
-    order = db.session.get(TicketOrder, order_id)
-    if order is None or not order.stripe_checkout_session_id:
+    session_id = db.session.execute(
+        select(TicketOrder.stripe_checkout_session_id).where(TicketOrder.id == order_id)).scalar_one_or_none()
+    db.session.rollback()  # no transaction stays open across the Stripe call
+    if session_id is None:
         return "ignored: no such order or no checkout session"
-    session_id = order.stripe_checkout_session_id
-    db.session.rollback()
-    try:
-        session = gateway().retrieve_session(session_id)
-    except PaymentUnavailable:
-        raise
-    except PaymentError as exc:
-        logger.error("order %s: Stripe refused to show session %s: %s", order_id, session_id, exc)
+    session = _session_at_stripe(session_id)
+    if session is None:
         return f"ignored: Stripe refused to show {session_id}"
-    outcome, _ = _reconcile(session, path, cause=f"{path} re-read session {session_id}", cancelled=cancelled)
+    outcome, _ = _reconcile(session, path, cause=f"{path} re-read session {session_id}", cancelled=cancelled,
+                            refund_unseatable=refund_unseatable)
     return outcome
 
 
-def _reconcile(session, path, cause, cancelled=False):
-    """Apply Stripe's truth to the order under its row lock; returns ``(outcome, order_id)``."""
+def _reconcile(session, path, cause, cancelled=False, refund_unseatable=True):
+    """Apply Stripe's truth to the order under its row lock; returns ``(outcome, order_id)``.
+
+    A payment for seats that are gone is refunded after the lock is released, unless
+    ``refund_unseatable`` is off (the re-read after our own refund must not refund again).
+    """
     truth = read_session(session)
     if truth.order_id is None:
         return "ignored: no order_id in the session's metadata", None
@@ -255,7 +265,7 @@ def _reconcile(session, path, cause, cancelled=False):
     except BaseException:
         db.session.rollback()
         raise
-    if refund_due:
+    if refund_due and refund_unseatable:
         outcome = _refund_unseatable(order.id, truth, path)
     return outcome, order.id
 
@@ -297,20 +307,42 @@ def _apply(order, truth, cause, cancelled):
     try:
         change_status(order, target, cause)
     except NoSeatsLeft:
+        if target is OrderStatus.PROCESSING:
+            # A delayed payment is still on its way and cannot be refunded yet; when it succeeds the
+            # order moves to paid, finds no seats, and is refunded then.
+            flag_for_attention(order, "delayed payment under way for seats that were released and resold")
+            return "unchanged: no seats to hold for the delayed payment", False
         flag_for_attention(order, SOLD_OUT_REFUND_REASON)
         return "refund due: sold out", True
     except TransitionRefused as exc:
-        # A stale view never moves an order backwards (paid stays paid when an old expiry arrives).
+        # A stale view never moves an order backwards (paid stays paid when an old expiry arrives)…
+        if order.state in (OrderStatus.REFUNDED, OrderStatus.FAILED) and target in (OrderStatus.PAID, OrderStatus.PROCESSING):
+            # …but Stripe showing money taken for an order we count as refunded or failed (a refund
+            # that failed afterwards, say) needs a person: the buyer may hold void tickets.
+            flag_for_attention(order, f"Stripe says {target.value} but the order is {order.status}")
         logger.info("%s; left as %s", exc, order.status)
         return f"unchanged: {order.status}", False
     return target.value, False
 
 
 def _refund_unseatable(order_id, truth, path):
-    """Refund a payment that arrived for seats no longer available, then record what Stripe confirms."""
+    """Refund a payment that arrived for seats no longer available, then record what Stripe confirms.
+
+    Stripe refusing the refund leaves the order flagged for the organizer; Stripe being
+    unreachable raises PaymentUnavailable, so the event is delivered again and the refund
+    retried (its idempotency key makes that one refund).
+    """
     logger.warning("order %s: refunding %s, %s", order_id, truth.payment_intent_id, SOLD_OUT_REFUND_REASON)
-    gateway().refund(payment_intent_id=truth.payment_intent_id, order_id=order_id, reason=SOLD_OUT_REFUND_REASON)
-    return reconcile_order(order_id, path)
+    try:
+        gateway().refund(payment_intent_id=truth.payment_intent_id, order_id=order_id, reason=SOLD_OUT_REFUND_REASON)
+    except PaymentUnavailable:
+        raise
+    except PaymentError as exc:
+        order = lock_order(order_id)
+        flag_for_attention(order, f"{SOLD_OUT_REFUND_REASON}; the automatic refund failed: {exc}")
+        db.session.commit()
+        return "refund failed: flagged for attention"
+    return reconcile_order(order_id, path, refund_unseatable=False)
 
 
 def refund_order(order_id, reason, path="console"):
@@ -326,40 +358,52 @@ def refund_order(order_id, reason, path="console"):
     intent_id = order.stripe_payment_intent_id
     db.session.rollback()
     gateway().refund(payment_intent_id=intent_id, order_id=order_id, reason=reason)
-    return reconcile_order(order_id, path)
+    return reconcile_order(order_id, path, refund_unseatable=False)
 
 
 def sweep(path="sweeper", limit=50, stale_after=timedelta(minutes=5), recheck_every=timedelta(minutes=10)):
     """Settle the orders no event has settled; returns ``{outcome: count}``.
 
-    Holds that ended: the Stripe session is expired if still open, then the order follows
-    Stripe. Pending orders older than ``stale_after`` are re-read from Stripe every
-    ``recheck_every``: a payment whose event never reached us is found here, paid, and
-    logged loudly, because it means a delivery path is broken.
+    Candidates are pending or processing orders whose hold ended or that are older than
+    ``stale_after``, each re-read from Stripe at most every ``recheck_every``. A payment
+    whose event never reached us is found here, paid, and logged loudly: a delivery path is
+    broken. Every server process runs a sweeper; an order is claimed by a conditional
+    UPDATE of ``checked_at`` first, so only one of them asks Stripe about it.
     """
-    counts = {}
     now = utcnow()
-    stale = db.session.execute(
+    not_recently = or_(TicketOrder.checked_at.is_(None), TicketOrder.checked_at < now - recheck_every)
+    candidates = db.session.execute(
         select(TicketOrder.id).where(
             TicketOrder.status.in_([OrderStatus.PENDING.value, OrderStatus.PROCESSING.value]),
-            TicketOrder.created_at < now - stale_after,
-            or_(TicketOrder.checked_at.is_(None), TicketOrder.checked_at < now - recheck_every))
+            or_(hold_has_ended(now), TicketOrder.created_at < now - stale_after), not_recently)
         .order_by(TicketOrder.created_at).limit(limit)).scalars().all()
-    for order_id in dict.fromkeys([*ended_holds(limit=limit), *stale]):
-        outcome = _sweep_one(order_id, path)
+    counts = {}
+    for order_id in candidates:
+        claimed = db.session.execute(update(TicketOrder).where(TicketOrder.id == order_id, not_recently)
+                                     .values(checked_at=now)).rowcount
+        db.session.commit()
+        if not claimed:
+            continue  # another process's sweeper took it
+        try:
+            outcome = _sweep_one(order_id, path)
+        except PaymentUnavailable:
+            raise  # Stripe is down: the next sweep tries again
+        except Exception:  # noqa: BLE001 (one odd order must not stop the others being settled)
+            db.session.rollback()
+            logger.exception("sweeper: order %s could not be settled", order_id)
+            outcome = "error"
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 
 
 def _sweep_one(order_id, path):
     order = db.session.get(TicketOrder, order_id)
-    session_id, hold_ended = order.stripe_checkout_session_id, order.hold_expires_at < utcnow() - HOLD_GRACE
-    db.session.execute(update(TicketOrder).where(TicketOrder.id == order_id).values(checked_at=utcnow()))
-    db.session.commit()
+    session_id, ended = order.stripe_checkout_session_id, hold_ended(order)
+    db.session.rollback()
     if session_id is None:
         # The checkout never got a session (the process died in between): nothing to ask Stripe.
-        return "released" if hold_ended and release_ended_holds(ticket_id=order.ticket_id) else "unchanged"
-    if hold_ended:
+        return "released" if ended and release_ended_holds(ticket_id=order.ticket_id) else "unchanged"
+    if ended:
         gateway().expire_session(session_id)
     outcome = reconcile_order(order_id, path)
     if outcome == OrderStatus.PAID.value:

@@ -8,7 +8,7 @@ short transaction), and logs the cause. Lock order everywhere: order → ticket 
 import logging
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from ..extensions import db
 from ..models import Admission, DiscountCode, TicketOrder, TicketType
@@ -34,12 +34,20 @@ def lock_order(order_id):
     ).unique().scalar_one_or_none()
 
 
-def lock_order_by_session(session_id):
-    """``SELECT … FOR UPDATE`` the order a Checkout Session belongs to, or None."""
-    return db.session.execute(
-        select(TicketOrder).where(TicketOrder.stripe_checkout_session_id == session_id)
-        .with_for_update(of=TicketOrder).execution_options(populate_existing=True)
-    ).unique().scalar_one_or_none()
+def hold_seats(ticket_id, quantity):
+    """Count ``quantity`` seats of a ticket type as held if that many are free; True when taken.
+
+    One conditional UPDATE: its affected-row count decides, so two buyers can never take the
+    last seat twice. The row stays locked until the caller's transaction ends.
+    """
+    return bool(_bump(TicketType, ticket_id, _seats_free(quantity), held_quantity=quantity))
+
+
+def reserve_discount_use(discount_id):
+    """Count one live hold against a discount code if it has uses left (``max_uses``); True when taken."""
+    under_limit = or_(DiscountCode.max_uses.is_(None),
+                      DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
+    return bool(_bump(DiscountCode, discount_id, under_limit, reserved_count=1))
 
 
 def _bump(model, row_id, condition=None, **deltas):
@@ -70,24 +78,26 @@ def change_status(order, new_status, cause):
         return False
     if new not in TRANSITIONS[old]:
         raise TransitionRefused(f"order {order.id}: {old.value} → {new.value} is not allowed")
-    qty, code_id = order.quantity, order.discount_code_id
+    qty, code_id, held = order.quantity, order.discount_code_id, order.holds_seats
 
     # Seats first, conditionally, so that refusing the move leaves everything untouched.
-    if (new.holds_seats or new is OrderStatus.PAID) and not old.holds_seats:
+    if (new.holds_seats or new is OrderStatus.PAID) and not held:
         column = "held_quantity" if new.holds_seats else "sold_quantity"
         if not _bump(TicketType, order.ticket_id, _seats_free(qty), **{column: qty}):
             raise NoSeatsLeft(f"order {order.id}: {qty} seat(s) no longer available")
-        if new.holds_seats and code_id:
-            _bump(DiscountCode, code_id, reserved_count=1)
-    elif old.holds_seats and new is OrderStatus.PAID:
+        if new.holds_seats:
+            order.hold_expires_at = order.hold_expires_at or utcnow()  # it holds seats from now on
+            if code_id:
+                _bump(DiscountCode, code_id, reserved_count=1)
+    elif held and new is OrderStatus.PAID:
         _bump(TicketType, order.ticket_id, held_quantity=-qty, sold_quantity=qty)
-    elif old.holds_seats and not new.holds_seats:
+    elif held and not new.holds_seats:
         _bump(TicketType, order.ticket_id, held_quantity=-qty)
     elif old is OrderStatus.PAID:
         _bump(TicketType, order.ticket_id, sold_quantity=-qty)
 
     if code_id:
-        if old.holds_seats and not new.holds_seats:
+        if held and not new.holds_seats:
             _bump(DiscountCode, code_id, reserved_count=-1)
         if new is OrderStatus.PAID:
             _bump(DiscountCode, code_id, used_count=1)
