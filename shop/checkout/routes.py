@@ -12,6 +12,7 @@ from ..payments import PaymentUnavailable
 from ..services.catalog import event_with_tickets
 from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, order_for_session, start_checkout
 from ..services.fulfilment import fulfil_checkout_session
+from ..services.tickets import qr_svg
 from . import bp
 
 SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,200}$")
@@ -77,7 +78,7 @@ def success():
             order = fulfil_checkout_session(session_id, "success_page") or order
         except PaymentUnavailable:
             pass  # the page shows the order as we have it; the event or the sweeper settles it
-    return render_template("checkout/success.html", order=order)
+    return render_template("checkout/success.html", order=order, qr_svg=qr_svg)
 
 
 @bp.get("/checkout/cancel")
