@@ -93,6 +93,14 @@ def test_expiry_arriving_after_payment_changes_nothing(place, client, stripe_ser
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2
 
 
+def resell_after_hold_ends(order, place, client, stripe_server):
+    """The order's hold ends unpaid and another buyer pays for all its seats."""
+    end_hold(order)
+    release_ended_holds()
+    rival = place(order.ticket, quantity=order.quantity, email="rival@example.com")
+    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+
+
 def test_late_payment_with_seats_left_is_accepted(place, client, stripe_server):
     ticket = make_ticket(capacity=5)
     order = place(ticket, quantity=2)
@@ -107,10 +115,7 @@ def test_late_payment_with_seats_left_is_accepted(place, client, stripe_server):
 def test_late_payment_for_a_sold_out_ticket_is_refunded_and_flagged(place, client, stripe_server):
     ticket = make_ticket(capacity=2)
     late = place(ticket, quantity=2)
-    end_hold(late)
-    release_ended_holds()
-    rival = place(ticket, quantity=2, email="rival@example.com")
-    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+    resell_after_hold_ends(late, place, client, stripe_server)
 
     outcome = deliver(client, stripe_server, stripe_server.complete(late.stripe_checkout_session_id))
 
@@ -250,10 +255,7 @@ def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(place, cl
 def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_succeeds(place, client, stripe_server):
     ticket = make_ticket(capacity=1)
     late = place(ticket)
-    end_hold(late)
-    release_ended_holds()
-    rival = place(ticket, email="rival@example.com")
-    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+    resell_after_hold_ends(late, place, client, stripe_server)
 
     # A bank debit under way cannot be refunded yet: the order is flagged, nothing fails.
     outcome = deliver(client, stripe_server, stripe_server.complete(late.stripe_checkout_session_id, payment_status="unpaid"))
@@ -267,10 +269,7 @@ def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_
 def test_a_refused_automatic_refund_is_flagged_not_retried_forever(place, client, stripe_server):
     ticket = make_ticket(capacity=1)
     late = place(ticket)
-    end_hold(late)
-    release_ended_holds()
-    rival = place(ticket, email="rival@example.com")
-    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+    resell_after_hold_ends(late, place, client, stripe_server)
     completed = stripe_server.complete(late.stripe_checkout_session_id)
     intent_id = stripe_server.sessions[late.stripe_checkout_session_id]["payment_intent"]
     stripe_server.payment_intents[intent_id]["status"] = "requires_capture"  # so Stripe refuses to refund it
