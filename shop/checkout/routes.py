@@ -8,6 +8,7 @@ from werkzeug.datastructures import MultiDict
 from ..catalog.forms import CheckoutForm
 from ..catalog.routes import render_event
 from ..extensions import csrf
+from ..models.orders import OrderStatus
 from ..payments import PaymentUnavailable
 from ..services.catalog import event_with_tickets
 from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, order_for_session, start_checkout
@@ -72,7 +73,7 @@ def success():
     order = order_for_session(session_id)
     if order is None:
         abort(404)  # not a session of ours: Stripe is not asked about made-up ids
-    if order.state.holds_seats:
+    if order.state not in (OrderStatus.PAID, OrderStatus.REFUNDED):  # a late payment may have arrived
         try:
             # Stripe's advice: fulfil on the landing page too, so the buyer need not wait for the event.
             order = fulfil_checkout_session(session_id, "success_page") or order

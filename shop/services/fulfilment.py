@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -296,10 +297,8 @@ def _apply(order, truth, cause, cancelled):
             target = OrderStatus.CANCELLED
         elif order.state is not OrderStatus.PENDING:
             return f"unchanged: already {order.status}", False
-    if target is OrderStatus.PAID and truth.refunded_minor:
-        order.refunded_amount = truth.refunded_minor / 100
-    if target is OrderStatus.REFUNDED:
-        order.refunded_amount = truth.refunded_minor / 100
+    if truth.refunded_minor or target is OrderStatus.REFUNDED:
+        order.refunded_amount = Decimal(truth.refunded_minor) / 100
     if order.state is target:
         if target is OrderStatus.PAID and truth.refunded_minor:
             return "partially refunded", False
