@@ -213,9 +213,11 @@ def cancel_checkout(order_id):
     order = db.session.get(TicketOrder, order_id)
     if order is None:
         return None
-    if order.state is OrderStatus.PENDING and order.stripe_checkout_session_id:
+    session_id = order.stripe_checkout_session_id if order.state is OrderStatus.PENDING else None
+    db.session.rollback()  # no transaction stays open across the Stripe calls
+    if session_id:
         try:
-            gateway().expire_session(order.stripe_checkout_session_id)
+            gateway().expire_session(session_id)
             # Stripe's session decides: if the buyer paid in another tab, the order becomes paid instead.
             reconcile_order(order_id, "cancel_page", cancelled=True)
         except PaymentUnavailable as exc:
