@@ -269,12 +269,18 @@ def _deliveries():
     return checks
 
 
-def _unprocessed_events():
-    stuck = select(StripeEvent).where(StripeEvent.processed_at.is_(None),
-                                      StripeEvent.received_at < utcnow() - UNPROCESSED_AFTER)
-    count = db.session.execute(select(func.count()).select_from(stuck.subquery())).scalar_one()
-    latest = db.session.execute(stuck.order_by(StripeEvent.received_at.desc()).limit(1)).scalar_one_or_none()
+def _count_and_latest(*conditions):
+    """How many stored Stripe events match, and the latest of them."""
+    matching = select(StripeEvent).where(*conditions)
+    count = db.session.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
+    latest = db.session.execute(matching.order_by(StripeEvent.received_at.desc()).limit(1)).scalar_one_or_none()
     db.session.rollback()
+    return count, latest
+
+
+def _unprocessed_events():
+    count, latest = _count_and_latest(StripeEvent.processed_at.is_(None),
+                                      StripeEvent.received_at < utcnow() - UNPROCESSED_AFTER)
     if not count:
         return Check(OK, "unprocessed events", "every event received was processed")
     return Check(FAIL, "unprocessed events", f"events received but not processed: {_count(count, 'event')} (latest {latest.id} "
@@ -284,10 +290,7 @@ def _unprocessed_events():
 
 
 def _missing_order_id():
-    ignored = select(StripeEvent).where(StripeEvent.outcome.like("ignored: no order_id%"))
-    count = db.session.execute(select(func.count()).select_from(ignored.subquery())).scalar_one()
-    latest = db.session.execute(ignored.order_by(StripeEvent.received_at.desc()).limit(1)).scalar_one_or_none()
-    db.session.rollback()
+    count, latest = _count_and_latest(StripeEvent.outcome.like("ignored: no order_id%"))
     if not count:
         return Check(OK, "order_id in metadata", "no event lacked it")
     return Check(WARN, "order_id in metadata", f"order_id missing from metadata: {_count(count, 'event')} (latest {latest.id}) "
