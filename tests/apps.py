@@ -16,8 +16,10 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "mysql+pymysql://root@12
 
 
 def database_url(name):
-    """The URL of database ``name`` on the test server (the one ``TEST_DATABASE_URL`` names)."""
-    return sa.make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    """The URL of a secondary database on the test server, named after ``TEST_DATABASE_URL``'s own
+    (``shop_test`` → ``shop_test__sandbox``), so runs with different ``TEST_DATABASE_URL`` never collide."""
+    base = sa.make_url(TEST_DATABASE_URL)
+    return base.set(database=f"{base.database}__{name}").render_as_string(hide_password=False)
 
 
 def create_database(url):

@@ -62,7 +62,7 @@ def stripe_shop(app):
 @pytest.fixture(scope="module")
 def sandbox_shop():
     """A shop without STRIPE_SECRET_KEY on its own database, seeded by ``flask shop seed-demo``."""
-    app = app_on_new_database(sandbox_environment(database_url("shop_test_browser_sandbox")))
+    app = app_on_new_database(sandbox_environment(database_url("browser_sandbox")))
     seeded = app.test_cli_runner().invoke(args=["shop", "seed-demo"])
     assert seeded.exit_code == 0, seeded.output
     server = LiveServer(app).start()

@@ -18,7 +18,7 @@ EXPECTED_COLUMNS = {
 
 
 def test_migrations_build_the_schema_on_an_empty_database(app):
-    url = database_url("shop_test_migrations")
+    url = database_url("migrations")
     create_database(url)
     saved = app.config["SQLALCHEMY_DATABASE_URI"]
     engine = sa.create_engine(url)

@@ -24,7 +24,7 @@ PAY_URL = re.compile(r"^http://localhost/sandbox/pay/(cs_sandbox_[0-9a-f]+)$")
 @pytest.fixture(scope="module")
 def sandbox_app():
     """A shop without STRIPE_SECRET_KEY on a database of its own, built by the migrations."""
-    app = app_on_new_database(sandbox_environment(database_url("shop_test_sandbox")), {"TESTING": True})
+    app = app_on_new_database(sandbox_environment(database_url("sandbox")), {"TESTING": True})
     yield app
     drop_database(app)
 
