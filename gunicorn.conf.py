@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 
-from shop.delivery import background
+from shop.ops import background
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())

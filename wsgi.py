@@ -3,7 +3,7 @@ import sys
 
 from shop import create_app
 from shop.config import ConfigError
-from shop.delivery.background import start_for_dev_server
+from shop.ops.background import start_for_dev_server
 
 try:
     app = create_app()

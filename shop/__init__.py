@@ -32,8 +32,10 @@ def create_app(test_config=None):
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from . import models  # noqa: F401  (registers the tables with SQLAlchemy and Alembic)
-    from . import payments
+    from . import (
+        models,  # noqa: F401  (registers the tables with SQLAlchemy and Alembic)
+        payments,
+    )
     payments.init_app(app)
 
     from .account import bp as account_bp
@@ -44,8 +46,11 @@ def create_app(test_config=None):
     for bp in (catalog_bp, checkout_bp, account_bp, webhook_bp, ops_bp):
         app.register_blueprint(bp)
     if app.config["STRIPE"].sandbox:
-        from .sandbox import bp as sandbox_bp
+        from .payments.sandbox import bp as sandbox_bp
         app.register_blueprint(sandbox_bp)
+
+    from .templating import init_template_helpers
+    init_template_helpers(app)
 
     from .cli import shop_cli
     app.cli.add_command(shop_cli)

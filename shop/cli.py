@@ -12,10 +12,11 @@ from .delivery.sqs_poller import poll_until_signalled
 from .extensions import db
 from .models import DiscountCode, Event, TicketOrder, TicketType
 from .models.base import utcnow
-from .payments import PaymentError
-from .services.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, AwsSetupError, provision
-from .services.doctor import FAIL, run_checks
-from .services.fulfilment import refund_order, sweep
+from .ops.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, AwsSetupError, provision
+from .ops.doctor import FAIL, run_checks
+from .payments import PaymentRefused, PaymentUnavailable
+from .services.refunds import RefundNotPossible, refund_order
+from .services.sweeper import sweep
 
 shop_cli = AppGroup("shop", help="Organizer and operator commands for the ticket shop.")
 
@@ -140,8 +141,8 @@ def seed_demo():
 def refund(order_id, reason):
     """Refund a paid order in full through Stripe."""
     try:
-        outcome = refund_order(order_id, reason)
-    except PaymentError as exc:
+        outcome = refund_order(order_id, reason, path="cli")
+    except (RefundNotPossible, PaymentRefused, PaymentUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     order = db.session.get(TicketOrder, order_id)
     click.echo(f"Order {order_id}: refund requested; the order is now {order.status} ({outcome})")
@@ -151,8 +152,8 @@ def refund(order_id, reason):
 def sweep_command():
     """Release ended holds and settle pending orders from Stripe (the server also runs this every minute)."""
     try:
-        counts = sweep()
-    except PaymentError as exc:
+        counts = sweep(path="cli")
+    except PaymentUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "Nothing to settle.")
 

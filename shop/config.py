@@ -10,7 +10,6 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-
 # Stripe's zero-decimal and three-decimal currencies.
 NOT_TWO_DECIMAL_CURRENCIES = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf bhd jod kwd omr tnd".split())
@@ -85,7 +84,7 @@ def load_config(env=None, instance_path="instance"):
     if not re.fullmatch(r"[a-z]{3}", currency):
         raise ConfigError(f"SHOP_CURRENCY must be a three-letter ISO currency code, got {currency!r}")
     if currency in NOT_TWO_DECIMAL_CURRENCIES:
-        # Stripe counts these in whole units (jpy) or thousandths (kwd); prices here are in cents.
+        # Stripe counts these in whole units (jpy) or thousandths (kwd); the shop prices in hundredths.
         raise ConfigError(f"SHOP_CURRENCY must be a currency with two decimals; {currency} has none or three")
 
     sources = [s.strip() for s in (env.get("SHOP_EVENTBRIDGE_SOURCES") or "aws.partner/stripe.com,stripe.com").split(",") if s.strip()]
@@ -100,6 +99,14 @@ def load_config(env=None, instance_path="instance"):
         "STRIPE": stripe_settings,
         "SHOP_CURRENCY": currency,
         "SHOP_MAX_PER_ORDER": _int(env, "SHOP_MAX_PER_ORDER", 10, 1, 100),
+        # Live pending orders (unpaid holds) one buyer (email or account) and one client address may
+        # have at once; 0 switches a cap off. Counted in the database, so every worker and VM agree.
+        "SHOP_MAX_PENDING_PER_BUYER": _int(env, "SHOP_MAX_PENDING_PER_BUYER", 2, 0, 1000),
+        "SHOP_MAX_PENDING_PER_IP": _int(env, "SHOP_MAX_PENDING_PER_IP", 20, 0, 100000),
+        # How long after paying the browser that paid sees a guest order's codes on the success page.
+        "SHOP_GUEST_TICKET_MINUTES": _int(env, "SHOP_GUEST_TICKET_MINUTES", 60, 0, 24 * 60),
+        # The success page asks the provider about one order at most this often, however many reload it.
+        "SHOP_PROVIDER_READ_SECONDS": _int(env, "SHOP_PROVIDER_READ_SECONDS", 5, 1, 3600),
         # Stripe refuses a Checkout Session expires_at under 30 minutes or over 24 hours.
         "SHOP_HOLD_MINUTES": _int(env, "SHOP_HOLD_MINUTES", 30, 30, 24 * 60 - 5),
         "SHOP_EVENTBRIDGE_SOURCES": tuple(sources),

@@ -17,10 +17,10 @@ from flask_migrate import upgrade
 from moto.server import ThreadedMotoServer
 
 from shop import create_app
-from shop.delivery import background
+from shop.ops import background
 from shop.extensions import db
 from shop.models import TicketOrder
-from shop.services.aws_setup import provision
+from shop.ops.aws_setup import provision
 from tests.apps import create_database, database_url
 from tests.aws import Aws, aws_environment
 from tests.conftest import shop_environment
@@ -34,7 +34,7 @@ def put_to_paid_seconds(app, aws, stripe, ticket):
     """One payment: place an order, let Stripe complete it, put the event on the bus, time until it is paid."""
     with app.test_request_context():
         order, _ = checkout(ticket, quantity=1)
-    event = stripe.complete(order.stripe_checkout_session_id)
+    event = stripe.complete(order.checkout_ref)
     started = time.perf_counter()
     aws.put_stripe_event(event, bus="stripe-bus")
     while True:

@@ -6,7 +6,7 @@ from decimal import Decimal
 from shop.extensions import db
 from shop.models import DiscountCode, Event, TicketOrder, TicketType, User
 from shop.models.base import utcnow
-from shop.services.checkout import CheckoutRequest, start_checkout
+from shop.services.checkout import CheckoutRequest, ReturnUrls, start_checkout
 
 _seq = itertools.count(1)
 
@@ -50,8 +50,8 @@ def checkout(ticket, quantity=1, email="buyer@example.com", discount_code="", us
     order, url = start_checkout(
         CheckoutRequest(event_id=ticket.event_id, ticket_id=ticket.id, quantity=quantity, email=email,
                         discount_code=discount_code, user_id=user.id if user else None),
-        success_url="http://shop.test/checkout/success?session_id={CHECKOUT_SESSION_ID}",
-        cancel_url_for=lambda o: f"http://shop.test/checkout/cancel?order={o.id}")
+        ReturnUrls(success="http://shop.test/checkout/success?session_id={CHECKOUT_REF}",
+                   cancel_for=lambda o: f"http://shop.test/checkout/cancel?order={o.id}"))
     return db.session.get(TicketOrder, order.id), url
 
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 
 from shop.extensions import db
-from shop.models import StripeEvent
+from shop.models import PaymentEvent
 from shop.models.base import utcnow
-from shop.services.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, event_pattern
+from shop.ops.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, event_pattern
 from tests.aws import STRIPE_SOURCE, aws, envelope, moto_server, shop_app  # noqa: F401 (fixtures)
 from tests.factories import checkout, make_ticket
 
@@ -124,10 +124,11 @@ def test_doctor_names_events_received_but_not_processed_and_missing_order_ids(ap
     aws.sqs.send_message(QueueUrl=dlq_url, MessageBody=envelope(None))
     long_ago = utcnow() - timedelta(hours=1)
     db.session.add_all([
-        StripeEvent(id="evt_stuck", type="checkout.session.completed", delivered_by="eventbridge",
+        PaymentEvent(id="evt_stuck", type="checkout.session.completed", delivered_by="eventbridge",
                     received_at=long_ago, error="Stripe could not be reached"),
-        StripeEvent(id="evt_foreign", type="checkout.session.completed", delivered_by="webhook", received_at=long_ago,
-                    processed_at=long_ago, outcome="ignored: no order_id in the session's metadata"),
+        PaymentEvent(id="evt_foreign", type="checkout.session.completed", delivered_by="webhook", received_at=long_ago,
+                    processed_at=long_ago, outcome="ignored: no_order_id", outcome_kind="ignored",
+                    outcome_reason="no_order_id"),
     ])
     ticket = make_ticket()
     with app.test_request_context():

@@ -7,7 +7,7 @@ import pytest
 from shop.extensions import db
 from shop.models import Admission, DiscountCode, Event, TicketType
 from shop.models.base import utcnow
-from shop.services.fulfilment import fulfil_checkout_session
+from shop.services.fulfilment import fulfil_checkout
 from tests.factories import checkout, make_discount, make_event, make_ticket, reload
 
 
@@ -43,8 +43,8 @@ def paid_order(stripe_server, quantity=2, price="20.00"):
     """An order paid on (fake) Stripe and fulfilled from the success page."""
     ticket = make_ticket(price=price, capacity=10)
     order, _ = checkout(ticket, quantity=quantity)
-    stripe_server.complete(order.stripe_checkout_session_id)
-    fulfil_checkout_session(order.stripe_checkout_session_id, "success_page")
+    stripe_server.complete(order.checkout_ref)
+    fulfil_checkout(order.checkout_ref, "success_page")
     order = reload(order)
     assert order.status == "paid"
     return order
@@ -151,11 +151,11 @@ def test_refund_refunds_a_paid_order_through_stripe_once(shop, stripe_server):
 
     assert result.exit_code == 0, result.output
     assert f"Order {order.id}: refund requested; the order is now refunded" in result.output
-    refunds = [r for r in stripe_server.refunds.values() if r["payment_intent"] == order.stripe_payment_intent_id]
+    refunds = [r for r in stripe_server.refunds.values() if r["payment_intent"] == order.payment_ref]
     assert len(refunds) == 1 and refunds[0]["amount"] == 4000
     assert refunds[0]["metadata"]["order_id"] == str(order.id)
     create = [r for r in stripe_server.requests if r.method == "POST" and r.path == "/v1/refunds"
-              and r.params.get("payment_intent") == order.stripe_payment_intent_id]
+              and r.params.get("payment_intent") == order.payment_ref]
     assert [r.headers.get("Idempotency-Key") for r in create] == [f"refund-order-{order.id}"]
     order = reload(order)
     assert order.status == "refunded" and order.refunded_amount == Decimal("40.00")
@@ -170,7 +170,7 @@ def test_refunding_an_order_twice_fails_cleanly_and_refunds_once(shop, stripe_se
     again = shop("refund", order.id)
 
     assert_refused(again, f"order {order.id} is refunded; only paid orders can be refunded")
-    assert sum(r["payment_intent"] == order.stripe_payment_intent_id for r in stripe_server.refunds.values()) == 1
+    assert sum(r["payment_intent"] == order.payment_ref for r in stripe_server.refunds.values()) == 1
     assert reload(order).status == "refunded" and reload(order.ticket).sold_quantity == 0
 
 
@@ -212,7 +212,7 @@ def test_attention_says_so_when_no_order_needs_it(shop):
 def test_sweep_releases_an_ended_hold_and_expires_its_stripe_session(shop, stripe_server):
     ticket = make_ticket(capacity=10)
     order, _ = checkout(ticket, quantity=3)
-    session_id = order.stripe_checkout_session_id
+    session_id = order.checkout_ref
     order.hold_expires_at = utcnow() - timedelta(minutes=10)
     db.session.commit()
     assert reload(ticket).held_quantity == 3
@@ -234,7 +234,7 @@ def test_sweep_leaves_a_live_hold_alone(shop, stripe_server):
     result = shop("sweep")
 
     assert result.exit_code == 0 and result.output.strip() == "Nothing to settle."
-    assert stripe_server.sessions[order.stripe_checkout_session_id]["status"] == "open"
+    assert stripe_server.sessions[order.checkout_ref]["status"] == "open"
     assert reload(order).status == "pending" and reload(ticket).held_quantity == 2
 
 

@@ -56,7 +56,7 @@ def pay_all(base_url, stripe_server, results):
     for _, status, body in results:
         if status == 201:
             order = db.session.get(TicketOrder, body["order_id"])
-            event = stripe_server.complete(order.stripe_checkout_session_id)
+            event = stripe_server.complete(order.checkout_ref)
             payload = json.dumps(event)
             request = urllib.request.Request(f"{base_url}/webhooks/stripe", data=payload.encode(), method="POST",
                                              headers={"Content-Type": "application/json",

@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from shop.extensions import db
 from shop.models import TicketOrder, TicketType
 from shop.models.orders import OrderStatus
-from shop.services.fulfilment import handle_stripe_event, read_session
+from shop.payments.stripe.provider import payment_state, provider_event
+from shop.services.event_log import receive_event
 from tests.factories import checkout, make_ticket
 
 # What happened at Stripe to one checkout, as the list of Stripe actions that produce events.
@@ -28,7 +29,7 @@ checkouts = st.lists(st.tuples(st.sampled_from(sorted(HISTORIES)), st.integers(1
 def run_history(stripe_server, order, history):
     events = []
     for action, *args in HISTORIES[history]:
-        session_id = order.stripe_checkout_session_id
+        session_id = order.checkout_ref
         if action == "complete":
             events.append(stripe_server.complete(session_id, payment_status=args[0]))
         elif action == "refund":
@@ -48,13 +49,13 @@ def test_any_event_sequence_ends_where_stripe_says(app, ctx, stripe_server, plan
     deliveries = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events), max_size=4)) if events else []))
 
     for event in deliveries:
-        handle_stripe_event(event, "webhook")
+        receive_event(provider_event(event), "webhook")
 
     db.session.rollback()
     for order, (history, _) in zip(orders, plan):
         order = db.session.get(TicketOrder, order.id, populate_existing=True)
-        truth = read_session(stripe_server.sessions[order.stripe_checkout_session_id] | {
-            "payment_intent": _expanded_intent(stripe_server, order.stripe_checkout_session_id)})
+        truth = payment_state(stripe_server.sessions[order.checkout_ref] | {
+            "payment_intent": _expanded_intent(stripe_server, order.checkout_ref)})
         assert order.status == (truth.status or OrderStatus.PENDING).value, history
     ticket = db.session.get(TicketType, ticket.id, populate_existing=True)
     assert ticket.sold_quantity == _sum_quantity(ticket.id, [OrderStatus.PAID])

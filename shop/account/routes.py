@@ -4,7 +4,6 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ..services.accounts import EmailTaken, authenticate, order_of, orders_of, register_user
-from ..services.tickets import qr_svg
 from . import bp
 from .forms import LoginForm, RegisterForm
 
@@ -56,7 +55,7 @@ def logout():
 @bp.get("/profile")
 @login_required
 def profile():
-    return render_template("account/profile.html", orders=orders_of(current_user.id), qr_svg=qr_svg)
+    return render_template("account/profile.html", orders=orders_of(current_user.id))
 
 
 @bp.get("/orders/<int:order_id>")
@@ -65,4 +64,4 @@ def order(order_id):
     found = order_of(current_user.id, order_id)
     if found is None:
         abort(404)
-    return render_template("account/order.html", order=found, qr_svg=qr_svg)
+    return render_template("account/order.html", order=found)

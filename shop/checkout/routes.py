@@ -1,26 +1,44 @@
-import re
+"""Buying: the checkout form's target, and the pages the payment provider sends the buyer back to."""
+from datetime import timedelta
 
-from flask import abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import MultiDict
 
 from ..catalog.forms import CheckoutForm
 from ..catalog.routes import render_event
-from ..extensions import csrf
-from ..models.orders import OrderStatus
-from ..payments import PaymentUnavailable
+from ..extensions import csrf, db
+from ..models import TicketOrder
+from ..models.base import utcnow
+from ..payments import PaymentUnavailable, gateway
 from ..services.catalog import event_with_tickets
-from ..services.checkout import CheckoutRefused, CheckoutRequest, cancel_checkout, order_for_session, start_checkout
-from ..services.fulfilment import fulfil_checkout_session
-from ..services.tickets import qr_svg
+from ..services.checkout import (
+    CheckoutRefused,
+    CheckoutRequest,
+    ReturnUrls,
+    cancel_checkout,
+    claim_provider_read,
+    order_for_checkout,
+    start_checkout,
+)
+from ..services.fulfilment import fulfil_checkout
+from ..services.holds import HOLD_GRACE
+from ..urls import external_url
 from . import bp
 
-SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,200}$")
+GUEST_ORDERS_KEPT = 5
+# The success page reloads itself every few seconds while payment is confirmed, this many times at most.
+SUCCESS_PAGE_REFRESHES = 20
 
 
 def _cancel_signer():
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="checkout-cancel")
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="checkout-cancel")
+
+
+def _cancel_token_lifetime():
+    """A cancel link works as long as the hold it would cancel, and not after."""
+    return (current_app.config["SHOP_HOLD_MINUTES"] + 1) * 60 + int(HOLD_GRACE.total_seconds())
 
 
 @bp.post("/events/<int:event_id>/tickets/<int:ticket_id>/checkout")
@@ -41,14 +59,16 @@ def create(event_id, ticket_id):
         return _refused(event_id, ticket_id, form, CheckoutRefused(messages[0], field=field), wants_json)
     req = CheckoutRequest(
         event_id=event_id, ticket_id=ticket_id, quantity=form.quantity.data, email=form.email.data.strip(),
-        discount_code=form.discount_code.data or "",
+        discount_code=form.discount_code.data or "", client_ip=request.remote_addr,
         user_id=current_user.id if current_user.is_authenticated else None)
+    urls = ReturnUrls(success=external_url(".success") + "?session_id={CHECKOUT_REF}",
+                      cancel_for=lambda o: external_url(".cancel", order=o.id, token=_cancel_signer().dumps(o.id)))
     try:
-        order, checkout_url = start_checkout(
-            req, success_url=url_for(".success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}",
-            cancel_url_for=lambda o: url_for(".cancel", order=o.id, token=_cancel_signer().dumps(o.id), _external=True))
+        order, checkout_url = start_checkout(req, urls)
     except CheckoutRefused as refused:
         return _refused(event_id, ticket_id, form, refused, wants_json)
+    # This browser paid for it: for a while, its success page may show the tickets (see _may_see_codes).
+    session["guest_orders"] = [*session.get("guest_orders", [])[-(GUEST_ORDERS_KEPT - 1):], order.id]
     if wants_json:
         return jsonify(order_id=order.id, checkout_url=checkout_url), 201
     return redirect(checkout_url, code=303)
@@ -57,8 +77,8 @@ def create(event_id, ticket_id):
 def _refused(event_id, ticket_id, form, refused, wants_json):
     if wants_json:
         return jsonify(error=refused.message, field=refused.field), refused.status
-    if refused.status == 502:
-        return render_template("checkout/unavailable.html", message=refused.message, event_id=event_id), 502
+    if refused.status in (429, 502, 503):
+        return render_template("checkout/unavailable.html", message=refused.message, event_id=event_id), refused.status
     event = event_with_tickets(event_id)
     if event is None:
         abort(404)
@@ -67,28 +87,63 @@ def _refused(event_id, ticket_id, form, refused, wants_json):
 
 @bp.get("/checkout/success")
 def success():
-    session_id = request.args.get("session_id", "")
-    if not SESSION_ID.match(session_id):
+    checkout_ref = request.args.get("session_id", "")
+    if not gateway().is_checkout_ref(checkout_ref):
         abort(404)
-    order = order_for_session(session_id)
+    order = order_for_checkout(checkout_ref)
     if order is None:
-        abort(404)  # not a session of ours: Stripe is not asked about made-up ids
-    if order.state not in (OrderStatus.PAID, OrderStatus.REFUNDED):  # a late payment may have arrived
+        abort(404)  # not a checkout of ours: the provider is not asked about made-up references
+    # Only unsettled orders are re-read, each at most every few seconds whoever asks.
+    if order.state.holds_seats and claim_provider_read(order.id):
         try:
-            # Stripe's advice: fulfil on the landing page too, so the buyer need not wait for the event.
-            order = fulfil_checkout_session(session_id, "success_page") or order
+            fulfil_checkout(checkout_ref, "success_page")
         except PaymentUnavailable:
             pass  # the page shows the order as we have it; the event or the sweeper settles it
-    return render_template("checkout/success.html", order=order, qr_svg=qr_svg)
+        order = db.session.get(TicketOrder, order.id, populate_existing=True)
+    return render_template("checkout/success.html", order=order, show_codes=_may_see_codes(order),
+                           refresh_url=_refresh_url(order, checkout_ref))
+
+
+def _refresh_url(order, checkout_ref):
+    """While the order waits for its payment the page reloads itself, a bounded number of times."""
+    waited = request.args.get("wait", "0")
+    waited = int(waited) if waited.isdigit() and len(waited) < 4 else 0
+    if not order.state.holds_seats or waited >= SUCCESS_PAGE_REFRESHES:
+        return None
+    return url_for(".success", session_id=checkout_ref, wait=waited + 1)
+
+
+def _may_see_codes(order):
+    """The admission codes go to the order's logged-in owner, or to the browser that paid, for a while after."""
+    if current_user.is_authenticated and order.user_id == current_user.id:
+        return True
+    window = timedelta(minutes=current_app.config["SHOP_GUEST_TICKET_MINUTES"])
+    return (order.id in session.get("guest_orders", []) and order.paid_at is not None
+            and utcnow() - order.paid_at <= window)
+
+
+def _order_from_cancel_token(token):
+    """The order a cancel link names, while the link is valid (it ends with the hold); else None."""
+    try:
+        order_id = _cancel_signer().loads(token or "", max_age=_cancel_token_lifetime())
+    except BadSignature:
+        return None
+    return db.session.get(TicketOrder, order_id) if isinstance(order_id, int) else None
 
 
 @bp.get("/checkout/cancel")
 def cancel():
-    try:
-        order_id = _cancel_signer().loads(request.args.get("token", ""))
-    except BadSignature:
-        abort(404)
-    order = cancel_checkout(order_id)
+    """The provider's "back" link: say what cancelling means and ask; nothing changes on a GET."""
+    token = request.args.get("token", "")
+    order = _order_from_cancel_token(token)
     if order is None:
-        abort(404)
-    return render_template("checkout/cancel.html", order=order)
+        return render_template("checkout/cancel.html", order=None), 404
+    return render_template("checkout/cancel_confirm.html", order=order, token=token)
+
+
+@bp.post("/checkout/cancel")
+def cancel_submit():
+    order = _order_from_cancel_token(request.form.get("token", ""))
+    if order is None:
+        return render_template("checkout/cancel.html", order=None), 404
+    return render_template("checkout/cancel.html", order=cancel_checkout(order.id))

@@ -30,7 +30,7 @@ from flask import current_app
 
 from ..extensions import db
 from ..payments import InvalidPayload, gateway
-from ..services.fulfilment import RetryableError, handle_stripe_event
+from ..services.event_log import RetryableError, receive_event
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,18 @@ def fulfil_queue_message(body):
     except InvalidPayload as exc:
         return Verdict(Action.POISON, str(exc))
     try:
-        outcome = handle_stripe_event(event, PATH)
+        outcome = receive_event(event, PATH)
     except RetryableError as exc:
-        return Verdict(Action.RETRY, str(exc), event["id"])
-    return Verdict(Action.DELETE, outcome, event["id"])
+        return Verdict(Action.RETRY, str(exc), event.id)
+    return Verdict(Action.DELETE, outcome.label, event.id)
 
 
 def source_allowed(source, allowed):
-    """A source equal to, or starting with, one of the accepted ones (Stripe's is ``aws.partner/stripe.com/<id>``)."""
-    return isinstance(source, str) and any(source == a or source.startswith(a) for a in allowed)
+    """A source equal to one of the accepted ones, or under one of them as a path (``aws.partner/stripe.com/<id>``).
+
+    The slash matters: ``aws.partner/stripe.comevil`` is someone else's source.
+    """
+    return isinstance(source, str) and any(source == a or source.startswith(a.rstrip("/") + "/") for a in allowed)
 
 
 def sqs_client(region, wait_seconds):

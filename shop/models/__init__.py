@@ -1,11 +1,13 @@
-"""The shop's tables, one module per aggregate. Importing this package registers them all."""
+"""The shop's tables, one module per aggregate. Importing this package registers them all.
+
+A payment provider's own tables live with it (``shop/payments/sandbox/models.py``).
+"""
 from .catalog import DiscountCode, Event, TicketType
 from .orders import Admission, OrderStatus, TicketOrder
-from .sandbox import SandboxObject
-from .stripe_events import DeliveryPath, StripeEvent
+from .payment_events import DeliveryPath, Outcome, OutcomeKind, OutcomeReason, PaymentEvent
 from .users import User
 
 __all__ = [
-    "Admission", "DeliveryPath", "DiscountCode", "Event", "OrderStatus", "SandboxObject",
-    "StripeEvent", "TicketOrder", "TicketType", "User",
+    "Admission", "DeliveryPath", "DiscountCode", "Event", "OrderStatus", "Outcome", "OutcomeKind",
+    "OutcomeReason", "PaymentEvent", "TicketOrder", "TicketType", "User",
 ]

@@ -62,6 +62,9 @@ class TicketOrder(db.Model):
     __table_args__ = (
         Index("ix_ticket_orders_user_created", "user_id", "created_at"),
         Index("ix_ticket_orders_status_hold", "status", "hold_expires_at"),
+        # The pending caps count a buyer's and an address's live holds (services/checkout.py).
+        Index("ix_ticket_orders_email_status", "email", "status", "hold_expires_at"),
+        Index("ix_ticket_orders_ip_status", "client_ip", "status", "hold_expires_at"),
     )
 
     id = db.Column(db.Integer, primary_key=True)
@@ -75,8 +78,9 @@ class TicketOrder(db.Model):
     total_amount = db.Column(db.Numeric(10, 2), nullable=False)
     currency = db.Column(db.String(3), nullable=False)
     status = db.Column(db.String(16), nullable=False, default=OrderStatus.PENDING.value, server_default="pending")
-    stripe_checkout_session_id = db.Column(db.String(255), nullable=True, unique=True)
-    stripe_payment_intent_id = db.Column(db.String(255), nullable=True, index=True)
+    # The provider's references; the columns keep the names the system this replaces gave them.
+    checkout_ref = db.Column("stripe_checkout_session_id", db.String(255), nullable=True, unique=True)
+    payment_ref = db.Column("stripe_payment_intent_id", db.String(255), nullable=True, index=True)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
     paid_at = db.Column(db.DateTime, nullable=True)
     # Columns beyond the existing system's all have defaults, so rows written by older code still load.
@@ -86,6 +90,8 @@ class TicketOrder(db.Model):
     attention_reason = db.Column(db.String(255), nullable=False, default="", server_default="")
     # When the sweeper last asked Stripe about this pending order (it heals orders no event settled).
     checked_at = db.Column(db.DateTime, nullable=True)
+    # The buyer's address (after the trusted proxies), for the per-address cap on live holds.
+    client_ip = db.Column(db.String(45), nullable=True)
     updated_at = db.Column(db.DateTime, nullable=False, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
 
     # Loaded on demand: the checkout and the state machine never need them, the pages join them in.
@@ -103,11 +109,6 @@ class TicketOrder(db.Model):
         """Its seats are counted in the ticket type's ``held_quantity``. Orders written before holds
         existed have no ``hold_expires_at`` and never held any."""
         return self.state.holds_seats and self.hold_expires_at is not None
-
-    @property
-    def amount_minor(self):
-        """The total in the currency's minor unit, as Stripe counts it."""
-        return int((self.total_amount * 100).to_integral_value())
 
     @property
     def partially_refunded(self):

@@ -1,4 +1,4 @@
-"""Operations: the health check."""
+"""Operations: the health check route, `doctor`, `aws-setup`, and the background threads (poller, sweeper)."""
 from flask import Blueprint
 
 bp = Blueprint("ops", __name__)

@@ -1,8 +1,8 @@
 from flask import jsonify
 from sqlalchemy.exc import DBAPIError
 
-from ..services.health import health_report
 from . import bp
+from .health import health_report
 
 
 @bp.get("/healthz")

@@ -1,10 +1,9 @@
-"""Placing an order: price it, hold its seats, and open a Stripe Checkout Session for it.
+"""Placing an order: price it, hold its seats, and open the provider's payment page for it.
 
 The hold is one short transaction of conditional UPDATEs (the affected-row count decides,
-so two buyers can never take the last seat twice); the Stripe call happens after it has
+so two buyers can never take the last seat twice); the provider call happens after it has
 committed, never while a row is locked.
 """
-import calendar
 import logging
 import time
 from dataclasses import dataclass
@@ -12,25 +11,25 @@ from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
 from ..models import DiscountCode, TicketOrder, TicketType
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
-from ..payments import PaymentError, PaymentUnavailable, gateway
+from ..payments import CheckoutLine, CheckoutSpec, PaymentUnavailable, gateway, order_token
 from .fulfilment import reconcile_order
-from .holds import release_ended_holds
 from .orders import change_status, hold_seats, lock_order, reserve_discount_use
+from .transactions import transaction
 
 logger = logging.getLogger(__name__)
 
 # MariaDB's "Deadlock found" and "Lock wait timeout exceeded": the transaction was rolled back, a retry is safe.
 RETRYABLE_MYSQL_ERRORS = {1213, 1205}
 HOLD_ATTEMPTS = 4
-# Stripe's smallest charge in USD and EUR; below it Stripe refuses the Checkout Session.
-MINIMUM_TOTAL = Decimal("0.50")
+# One answer for every unusable code, so the page never tells whether a code exists.
+UNUSABLE_CODE = "This discount code cannot be used for these tickets."
 
 
 class CheckoutRefused(Exception):
@@ -51,6 +50,10 @@ class SoldOut(CheckoutRefused):
     status = 409
 
 
+class TooManyPending(CheckoutRefused):
+    status = 429
+
+
 class Busy(CheckoutRefused):
     status = 503
 
@@ -67,6 +70,14 @@ class CheckoutRequest:
     email: str
     discount_code: str = ""
     user_id: int | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class ReturnUrls:
+    """Where the provider sends the buyer back: ``success`` may hold ``{CHECKOUT_REF}``; ``cancel_for(order)``."""
+    success: str
+    cancel_for: object
 
 
 def find_ticket(event_id, ticket_id):
@@ -80,69 +91,98 @@ def find_ticket(event_id, ticket_id):
 
 
 def find_discount(code, event_id, now=None):
-    """The usable discount code for ``code`` (case-insensitive), or CheckoutRefused saying why not."""
+    """The usable discount code for ``code`` (case-insensitive), or CheckoutRefused with one neutral message.
+
+    Unknown, for another event, not yet valid, expired or used up: the buyer hears the same,
+    so the form cannot be used to find out which codes exist.
+    """
     normalized = DiscountCode.normalize(code)
     if not normalized:
         return None
     now = now or utcnow()
     discount = db.session.execute(select(DiscountCode).where(DiscountCode.code == normalized)).scalar_one_or_none()
-    if discount is None:
-        raise CheckoutRefused(f"The discount code {normalized} does not exist.", field="discount_code")
-    if discount.event_id is not None and discount.event_id != event_id:
-        raise CheckoutRefused(f"The discount code {normalized} is not valid for this event.", field="discount_code")
-    if discount.valid_from and now < discount.valid_from:
-        raise CheckoutRefused(f"The discount code {normalized} is not valid yet.", field="discount_code")
-    if discount.valid_until and now > discount.valid_until:
-        raise CheckoutRefused(f"The discount code {normalized} has expired.", field="discount_code")
-    if discount.max_uses is not None and discount.used_count + discount.reserved_count >= discount.max_uses:
-        raise SoldOut(f"The discount code {normalized} has been used up.", field="discount_code")
+    usable = (discount is not None
+              and discount.event_id in (None, event_id)
+              and not (discount.valid_from and now < discount.valid_from)
+              and not (discount.valid_until and now > discount.valid_until)
+              and (discount.max_uses is None or discount.used_count + discount.reserved_count < discount.max_uses))
+    if not usable:
+        raise CheckoutRefused(UNUSABLE_CODE, field="discount_code")
     return discount
 
 
-def start_checkout(req: CheckoutRequest, *, success_url, cancel_url_for):
-    """Create a pending order holding ``req.quantity`` seats and its Checkout Session.
+def check_pending_caps(req, now=None):
+    """Refuse a new hold past the caps on live pending orders (per buyer, per address); TooManyPending.
+
+    Counted in the database, so every worker and every VM agree. Each count is an index
+    range over one buyer's live holds. A buyer racing themselves may pass by one; the cap
+    is against hoarding, not an exact quota.
+    """
+    config = current_app.config
+    now = now or utcnow()
+    live = (TicketOrder.status == OrderStatus.PENDING.value, TicketOrder.hold_expires_at > now)
+    caps = [(config["SHOP_MAX_PENDING_PER_BUYER"], TicketOrder.email == req.email),
+            (config["SHOP_MAX_PENDING_PER_BUYER"], TicketOrder.user_id == req.user_id if req.user_id else None),
+            (config["SHOP_MAX_PENDING_PER_IP"], TicketOrder.client_ip == req.client_ip if req.client_ip else None)]
+    for cap, who in caps:
+        if cap and who is not None and db.session.execute(select(func.count()).where(who, *live)).scalar() >= cap:
+            raise TooManyPending(
+                "You already have checkouts waiting for payment. Please finish or cancel one of them "
+                "(its payment page, or the link we showed you) before starting another.")
+
+
+def start_checkout(req: CheckoutRequest, urls: ReturnUrls):
+    """Create a pending order holding ``req.quantity`` seats, and its payment page.
 
     Returns ``(order, checkout_url)``. Raises a :class:`CheckoutRefused` subclass, with a
     message for the buyer, when the request cannot be honoured: no seats stay held then (an
-    order Stripe refused stays on record as ``failed``). ``cancel_url_for(order)`` builds
-    the order's cancel link.
+    order the provider refused stays on record as ``failed``).
     """
     max_per_order = current_app.config["SHOP_MAX_PER_ORDER"]
     if not 1 <= req.quantity <= max_per_order:
         raise CheckoutRefused(f"You can buy between 1 and {max_per_order} tickets at a time.", field="quantity")
+    # These reads open the transaction that the hold commits (or the request's end rolls back).
     ticket = find_ticket(req.event_id, req.ticket_id)
     if ticket.event.starts_at <= utcnow():
         raise CheckoutRefused("This event has already started; tickets are no longer sold.")
     discount = find_discount(req.discount_code, req.event_id)
     unit_price = discount.discounted_price(ticket.price) if discount else Decimal(ticket.price)
-    if unit_price * req.quantity < MINIMUM_TOTAL:
-        currency = current_app.config["SHOP_CURRENCY"].upper()
-        raise CheckoutRefused(f"The total is below the smallest card payment ({MINIMUM_TOTAL} {currency}); "
-                              "these tickets cannot be sold online.", field="discount_code" if discount else None)
-    product_name = f"{ticket.event.title} — {ticket.name}"
-
+    _check_minimum(unit_price * req.quantity, discount)
+    check_pending_caps(req)
+    line = CheckoutLine(name=f"{ticket.event.title} — {ticket.name}", quantity=req.quantity, unit_amount=unit_price)
     order = _hold_seats(req, ticket, discount, unit_price)
-    expires_at, cancel_url = calendar.timegm(order.hold_expires_at.timetuple()), cancel_url_for(order)
-    # Keep the loaded order but end the transaction: no connection is held through the Stripe call.
-    db.session.expunge(order)
-    db.session.rollback()
+    checkout = _open_checkout(order, line, urls)
+    with transaction():
+        db.session.execute(TicketOrder.__table__.update().where(TicketOrder.id == order.id)
+                           .values(stripe_checkout_session_id=checkout.ref))
+    logger.info("order %s: checkout opened", order.id)
+    return order, checkout.url
+
+
+def _check_minimum(total, discount):
+    minimum = gateway().minimum_amount
+    if total < minimum:
+        currency = current_app.config["SHOP_CURRENCY"].upper()
+        raise CheckoutRefused(f"The total is below the smallest card payment ({minimum} {currency}); "
+                              "these tickets cannot be sold online.", field="discount_code" if discount else None)
+
+
+def _open_checkout(order, line, urls):
+    """Ask the provider for the payment page, with no transaction open; on failure release the seats."""
+    spec = CheckoutSpec(
+        order_id=order.id, order_token=order_token(order.id), email=order.email, currency=order.currency,
+        lines=(line,), success_url=urls.success, cancel_url=urls.cancel_for(order), expires_at=order.hold_expires_at,
+        metadata={"event_id": str(order.event_id), "ticket_id": str(order.ticket_id)})
     try:
-        session = gateway().create_checkout_session(order=order, product_name=product_name, success_url=success_url,
-                                                    cancel_url=cancel_url, expires_at=expires_at)
-    except PaymentError as exc:
-        # Release the seats at once: the buyer never got a page to pay on.
-        _abandon(order.id, f"checkout session not created: {exc}")
-        if isinstance(exc, PaymentUnavailable):
-            raise PaymentProviderDown("We could not reach our payment provider. Nothing was charged; "
-                                      "please try again in a moment.") from exc
+        return gateway().start_checkout(spec, idempotency_key=f"checkout-order-{order.id}")
+    except PaymentUnavailable as exc:
+        _abandon(order.id, f"payment page not opened: {exc}")
+        raise PaymentProviderDown("We could not reach our payment provider. Nothing was charged; "
+                                  "please try again in a moment.") from exc
+    except Exception as exc:  # PaymentRefused, or a bug: the buyer never got a page to pay on
+        _abandon(order.id, f"payment page not opened: {exc}")
         raise PaymentProviderDown("Our payment provider could not start this payment. Nothing was charged; "
                                   "please contact the organizer.") from exc
-    db.session.execute(
-        TicketOrder.__table__.update().where(TicketOrder.id == order.id)
-        .values(stripe_checkout_session_id=session["id"]))
-    db.session.commit()
-    logger.info("order %s: checkout session %s created", order.id, session["id"])
-    return order, session["url"]
 
 
 def _hold_seats(req, ticket, discount, unit_price):
@@ -150,9 +190,9 @@ def _hold_seats(req, ticket, discount, unit_price):
     hold_minutes = current_app.config["SHOP_HOLD_MINUTES"]
     for attempt in range(1, HOLD_ATTEMPTS + 1):
         try:
-            return _try_hold(req, ticket, discount, unit_price, hold_minutes)
+            with transaction():
+                return _try_hold(req, ticket, discount, unit_price, hold_minutes)
         except OperationalError as exc:
-            db.session.rollback()
             code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
             if code not in RETRYABLE_MYSQL_ERRORS:
                 raise
@@ -162,64 +202,78 @@ def _hold_seats(req, ticket, discount, unit_price):
 
 
 def _try_hold(req, ticket, discount, unit_price, hold_minutes):
-    # Cheap first: when the ticket just read shows too few seats, skip the UPDATE (and its row lock)
-    # unless ended holds can be released. The conditional UPDATE below is what really decides.
-    enough = ticket.remaining >= req.quantity
-    if not (enough and hold_seats(ticket.id, req.quantity)):
-        db.session.rollback()
-        # Holds that ended without an event still count until released; release them and look again.
-        if not release_ended_holds(ticket_id=ticket.id) or not hold_seats(ticket.id, req.quantity):
-            db.session.rollback()
-            remaining = db.session.get(TicketType, ticket.id, populate_existing=True).remaining
-            if remaining:
-                raise SoldOut(f"Only {remaining} ticket(s) left; please choose fewer.", field="quantity")
-            raise SoldOut("Sold out: there are no tickets of this kind left.")
+    # Cheap first: when the ticket just read shows too few seats, skip the UPDATE and its row lock.
+    # The conditional UPDATE is what really decides. Holds that ended are released by the sweeper
+    # once the provider confirms their checkout is closed, never here on the database's word.
+    if not (ticket.remaining >= req.quantity and hold_seats(ticket.id, req.quantity)):
+        remaining = db.session.get(TicketType, ticket.id, populate_existing=True).remaining
+        if remaining:
+            raise SoldOut(f"Only {remaining} ticket(s) left; please choose fewer.", field="quantity")
+        raise SoldOut("Sold out: there are no tickets of this kind left.")
     if discount is not None and not reserve_discount_use(discount.id):
-        db.session.rollback()
-        raise SoldOut(f"The discount code {discount.code} has been used up.", field="discount_code")
-    # Stripe insists expires_at is at least 30 minutes ahead when it creates the session, so
-    # the hold gets one extra minute for the round-trip; the session then ends with the hold.
+        raise CheckoutRefused(UNUSABLE_CODE, field="discount_code")
+    # The provider insists the page stays open at least 30 minutes when it is created, so the hold
+    # gets one extra minute for the round-trip; the page then closes with the hold.
     order = TicketOrder(
-        event_id=req.event_id, ticket_id=ticket.id, user_id=req.user_id, email=req.email,
+        event_id=req.event_id, ticket_id=ticket.id, user_id=req.user_id, email=req.email, client_ip=req.client_ip,
         quantity=req.quantity, unit_price=unit_price, discount_code_id=discount.id if discount else None,
         total_amount=unit_price * req.quantity, currency=current_app.config["SHOP_CURRENCY"],
         status=OrderStatus.PENDING.value,
         hold_expires_at=utcnow().replace(microsecond=0) + timedelta(minutes=hold_minutes + 1))
     db.session.add(order)
-    db.session.commit()
-    logger.info("order %s: holding %s × ticket %s for %s", order.id, order.quantity, ticket.id, order.email)
+    db.session.flush()
+    db.session.expunge(order)  # kept for the provider call, which runs with no transaction open
+    logger.info("order %s: holding %s × ticket %s", order.id, order.quantity, ticket.id)
     return order
 
 
 def _abandon(order_id, cause):
-    """Mark an order whose checkout could not start as failed, releasing its seats."""
-    order = lock_order(order_id)
-    if order is not None and order.state is OrderStatus.PENDING:
-        change_status(order, OrderStatus.FAILED, cause)
-    db.session.commit()
+    """Mark an order whose payment page could not be opened as failed, releasing its seats."""
+    with transaction():
+        order = lock_order(order_id)
+        if order is not None and order.state is OrderStatus.PENDING:
+            change_status(order, OrderStatus.FAILED, cause)
 
 
-def order_for_session(session_id):
-    """The order a Checkout Session belongs to, or None."""
+def order_for_checkout(checkout_ref):
+    """The order a provider checkout belongs to, or None."""
     return db.session.execute(
-        select(TicketOrder).where(TicketOrder.stripe_checkout_session_id == session_id)).scalar_one_or_none()
+        select(TicketOrder).where(TicketOrder.checkout_ref == checkout_ref)).scalar_one_or_none()
 
 
 def cancel_checkout(order_id):
-    """The buyer came back through "cancel": expire the session and release the seats now; returns the order.
+    """The buyer cancelled: close the payment page and release the seats now; returns the order.
 
-    If Stripe cannot be reached the hold simply ends with the session, released by the sweeper.
+    The provider's answer decides: if the buyer paid in another tab, the order becomes paid
+    instead. If the provider cannot be reached, the hold simply ends with the page, and the
+    sweeper releases it once the provider confirms.
     """
-    order = db.session.get(TicketOrder, order_id)
-    if order is None:
-        return None
-    session_id = order.stripe_checkout_session_id if order.state is OrderStatus.PENDING else None
-    db.session.rollback()  # no transaction stays open across the Stripe calls
-    if session_id:
+    with transaction():
+        order = db.session.get(TicketOrder, order_id)
+        if order is None:
+            return None
+        checkout_ref = order.checkout_ref if order.state is OrderStatus.PENDING else None
+    if checkout_ref:
         try:
-            gateway().expire_session(session_id)
-            # Stripe's session decides: if the buyer paid in another tab, the order becomes paid instead.
+            gateway().close_checkout(checkout_ref)
             reconcile_order(order_id, "cancel_page", cancelled=True)
         except PaymentUnavailable as exc:
-            logger.warning("order %s: cancel could not reach Stripe (%s); the sweeper will release it", order_id, exc)
+            logger.warning("order %s: cancel could not reach the provider (%s); the sweeper will release it",
+                           order_id, exc)
     return db.session.get(TicketOrder, order_id, populate_existing=True)
+
+
+def claim_provider_read(order_id, every=None):
+    """Claim the right to ask the provider about an order now; False if someone asked within ``every``.
+
+    One conditional UPDATE of ``checked_at`` decides, so however many people reload a
+    success page, each order costs the provider at most one read every few seconds.
+    """
+    every = every or timedelta(seconds=current_app.config["SHOP_PROVIDER_READ_SECONDS"])
+    now = utcnow()
+    with transaction():
+        return db.session.execute(
+            TicketOrder.__table__.update()
+            .where(TicketOrder.id == order_id,
+                   (TicketOrder.checked_at.is_(None)) | (TicketOrder.checked_at < now - every))
+            .values(checked_at=now)).rowcount == 1

@@ -22,8 +22,15 @@ class TransitionRefused(Exception):
     """The state machine does not allow that move."""
 
 
-class NoSeatsLeft(Exception):
-    """A late payment arrived for an order whose seats were released, and none remain."""
+class LimitReached(Exception):
+    """A payment arrived for an order whose hold was released, and a limit it needs is used up.
+
+    ``limit`` names it: ``"seats"`` or ``"discount"``. Nothing was changed.
+    """
+
+    def __init__(self, message, limit):
+        super().__init__(message)
+        self.limit = limit
 
 
 def lock_order(order_id):
@@ -45,9 +52,7 @@ def hold_seats(ticket_id, quantity):
 
 def reserve_discount_use(discount_id):
     """Count one live hold against a discount code if it has uses left (``max_uses``); True when taken."""
-    under_limit = or_(DiscountCode.max_uses.is_(None),
-                      DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
-    return bool(_bump(DiscountCode, discount_id, under_limit, reserved_count=1))
+    return bool(_bump(DiscountCode, discount_id, _discount_use_left(), reserved_count=1))
 
 
 def _bump(model, row_id, condition=None, **deltas):
@@ -63,56 +68,75 @@ def _seats_free(quantity):
     return TicketType.capacity - TicketType.sold_quantity - TicketType.held_quantity >= quantity
 
 
+def _discount_use_left():
+    return or_(DiscountCode.max_uses.is_(None), DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
+
+
 def change_status(order, new_status, cause):
     """Move a locked ``order`` to ``new_status`` and apply the move's effects; returns False if already there.
 
     Effects: leaving a held state releases the seats (and the discount reservation);
     entering ``paid`` counts the seats as sold, counts the discount as used and issues
     the admission tickets; leaving ``paid`` returns the seats and voids the tickets.
-    A move that needs seats the order no longer holds takes them only if they are free,
-    else raises :class:`NoSeatsLeft` having changed nothing.
+    A move that needs what the order no longer holds (its seats, a use of its discount
+    code) takes it only within every limit, else raises :class:`LimitReached` having
+    changed nothing.
     """
-    old = order.state
-    new = OrderStatus(new_status)
+    old, new = order.state, OrderStatus(new_status)
     if old is new:
         return False
     if new not in TRANSITIONS[old]:
         raise TransitionRefused(f"order {order.id}: {old.value} → {new.value} is not allowed")
-    qty, code_id, held = order.quantity, order.discount_code_id, order.holds_seats
-
-    # Seats first, conditionally, so that refusing the move leaves everything untouched.
+    held = order.holds_seats
     if (new.holds_seats or new is OrderStatus.PAID) and not held:
-        column = "held_quantity" if new.holds_seats else "sold_quantity"
-        if not _bump(TicketType, order.ticket_id, _seats_free(qty), **{column: qty}):
-            raise NoSeatsLeft(f"order {order.id}: {qty} seat(s) no longer available")
-        if new.holds_seats:
-            order.hold_expires_at = order.hold_expires_at or utcnow()  # it holds seats from now on
-            if code_id:
-                _bump(DiscountCode, code_id, reserved_count=1)
-    elif held and new is OrderStatus.PAID:
+        _retake_within_limits(order, new)
+    else:
+        _move_held_counts(order, old, new, held)
+    if new is OrderStatus.PAID:
+        order.paid_at = utcnow()
+        db.session.add_all(Admission(order_id=order.id, code=secrets.token_hex(8).upper()) for _ in range(order.quantity))
+    elif old is OrderStatus.PAID:
+        db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))
+    order.status = new.value
+    logger.info("order %s: %s → %s (%s)", order.id, old.value, new.value, cause)
+    return True
+
+
+def _move_held_counts(order, old, new, held):
+    """Counters for a move that needs nothing new: the order's seats and code use move with it."""
+    qty, code_id = order.quantity, order.discount_code_id
+    if held and new is OrderStatus.PAID:
         _bump(TicketType, order.ticket_id, held_quantity=-qty, sold_quantity=qty)
     elif held and not new.holds_seats:
         _bump(TicketType, order.ticket_id, held_quantity=-qty)
     elif old is OrderStatus.PAID:
         _bump(TicketType, order.ticket_id, sold_quantity=-qty)
-
-    if code_id:
-        if held and not new.holds_seats:
-            _bump(DiscountCode, code_id, reserved_count=-1)
-        if new is OrderStatus.PAID:
-            _bump(DiscountCode, code_id, used_count=1)
-        elif old is OrderStatus.PAID:
-            _bump(DiscountCode, code_id, used_count=-1)
-
-    if new is OrderStatus.PAID:
-        order.paid_at = utcnow()
-        db.session.add_all(Admission(order_id=order.id, code=secrets.token_hex(8).upper()) for _ in range(qty))
+    if not code_id:
+        return
+    if held and not new.holds_seats:
+        _bump(DiscountCode, code_id, reserved_count=-1)
+    if held and new is OrderStatus.PAID:
+        _bump(DiscountCode, code_id, used_count=1)
     elif old is OrderStatus.PAID:
-        db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))
+        _bump(DiscountCode, code_id, used_count=-1)
 
-    order.status = new.value
-    logger.info("order %s: %s → %s (%s)", order.id, old.value, new.value, cause)
-    return True
+
+def _retake_within_limits(order, new):
+    """Take again the seats (and the code use) of an order whose hold was released: a late payment.
+
+    Each limit is a conditional UPDATE; a savepoint undoes the seats when the code is used
+    up, so :class:`LimitReached` leaves the caller's transaction as it was.
+    """
+    column = "held_quantity" if new.holds_seats else "sold_quantity"
+    with db.session.begin_nested():  # an exception inside rolls back to here
+        if not _bump(TicketType, order.ticket_id, _seats_free(order.quantity), **{column: order.quantity}):
+            raise LimitReached(f"order {order.id}: {order.quantity} seat(s) no longer available", "seats")
+        code_column = "reserved_count" if new.holds_seats else "used_count"
+        if order.discount_code_id and not _bump(DiscountCode, order.discount_code_id, _discount_use_left(),
+                                                **{code_column: 1}):
+            raise LimitReached(f"order {order.id}: discount code has no uses left", "discount")
+    if new.holds_seats:
+        order.hold_expires_at = order.hold_expires_at or utcnow()  # it holds seats from now on
 
 
 def flag_for_attention(order, reason):

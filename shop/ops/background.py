@@ -17,9 +17,9 @@ from flask.cli import run_command
 from flask.helpers import get_debug_flag
 from werkzeug.serving import is_running_from_reloader
 
+from ..delivery.sqs_poller import SqsPoller
 from ..extensions import db
-from ..services.fulfilment import sweep
-from .sqs_poller import SqsPoller
+from ..services.sweeper import sweep
 
 logger = logging.getLogger(__name__)
 

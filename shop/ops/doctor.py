@@ -21,12 +21,12 @@ from flask import current_app
 from sqlalchemy import func, select, text
 
 from ..extensions import db
-from ..models import DeliveryPath, StripeEvent
+from ..models import DeliveryPath, OutcomeReason, PaymentEvent
 from ..models.base import utcnow
-from ..payments import PaymentError, gateway
-from .aws_setup import STRIPE_SOURCE_PREFIX, aws_client
-from .fulfilment import HANDLED_EVENTS
-from .holds import HOLD_GRACE, pending_past_hold
+from ..payments import PaymentRefused, PaymentUnavailable, gateway
+from ..services.holds import HOLD_GRACE, pending_past_hold
+from ..services.transactions import transaction
+from .aws_setup import STRIPE_SOURCE_PREFIX, aws_client, handled_event_types
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +102,22 @@ def _count(n, noun):
 
 def _stripe_key():
     if current_app.config["STRIPE"].sandbox:
-        return Check(WARN, "stripe key", "STRIPE_SECRET_KEY is not set: sandbox payments, nothing is charged",
+        if not current_app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+            return Check(FAIL, "stripe key", "sandbox payments on a real database: anyone can get valid tickets "
+                         "without paying", "set STRIPE_SECRET_KEY and remove SHOP_PAYMENTS=sandbox")
+        return Check(WARN, "stripe key", "sandbox payments (the embedded default): nothing is charged",
                      "set STRIPE_SECRET_KEY (sk_live_… or sk_test_…) to take real payments")
     try:
         return Check(OK, "stripe key", gateway().check_credentials())
-    except PaymentError as exc:
+    except (PaymentRefused, PaymentUnavailable) as exc:
         return Check(FAIL, "stripe key", f"Stripe did not accept the key: {exc}",
-                     "copy the secret key from Stripe's dashboard (Developers → API keys) into STRIPE_SECRET_KEY")
+                     "copy the secret key from Stripe's dashboard (Developers → API keys) into STRIPE_SECRET_KEY; "
+                     "a restricted key (rk_…) needs read and write access to Checkout Sessions and Refunds")
 
 
 def _webhook_secret():
+    if current_app.config["STRIPE"].sandbox:
+        return Check(OK, "webhook secret", "not needed: sandbox payments receive no webhooks")
     if current_app.config["STRIPE"].webhook_secret:
         return Check(OK, "webhook secret", "STRIPE_WEBHOOK_SECRET is set")
     fix = "copy the endpoint's signing secret (whsec_…) from Stripe's dashboard into STRIPE_WEBHOOK_SECRET"
@@ -121,8 +127,8 @@ def _webhook_secret():
 
 
 def _database():
-    db.session.execute(text("SELECT 1"))
-    db.session.rollback()
+    with transaction():
+        db.session.execute(text("SELECT 1"))
     heads = set(ScriptDirectory.from_config(current_app.extensions["migrate"].migrate.get_config()).get_heads())
     with db.engine.connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
@@ -229,7 +235,8 @@ def _rule_problem(rule, source):
             for s in sources):
         return (f"matches source {json.dumps(sources)}, but Stripe's events carry {example}: "
                 f'match {{"prefix": "{STRIPE_SOURCE_PREFIX}"}}')
-    missing = HANDLED_EVENTS - set(pattern.get("detail-type", HANDLED_EVENTS))
+    handled = handled_event_types()
+    missing = handled - set(pattern.get("detail-type", handled))
     if missing:
         return f"leaves out detail-type {', '.join(sorted(missing))}"
     return None
@@ -250,7 +257,8 @@ def _queue_policy(attributes, rule_arn):
 
 
 def _deliveries():
-    paths = {p.name: p for p in db.session.execute(select(DeliveryPath).order_by(DeliveryPath.name)).scalars()}
+    with transaction():
+        paths = {p.name: p for p in db.session.execute(select(DeliveryPath).order_by(DeliveryPath.name)).scalars()}
     expected = {"webhook": bool(current_app.config["STRIPE"].webhook_secret),
                 "eventbridge": bool(current_app.config["SQS_QUEUE_URL"])}
     now = utcnow()
@@ -265,22 +273,21 @@ def _deliveries():
             ago = int((now - path.last_delivered_at).total_seconds() // 60)
             checks.append(Check(OK, f"delivery {name}", f"last event {path.last_delivered_at:%Y-%m-%d %H:%M} UTC "
                                 f"({ago} min ago), {path.deliveries} in all"))
-    db.session.rollback()
     return checks
 
 
 def _count_and_latest(*conditions):
     """How many stored Stripe events match, and the latest of them."""
-    matching = select(StripeEvent).where(*conditions)
-    count = db.session.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
-    latest = db.session.execute(matching.order_by(StripeEvent.received_at.desc()).limit(1)).scalar_one_or_none()
-    db.session.rollback()
+    matching = select(PaymentEvent).where(*conditions)
+    with transaction():
+        count = db.session.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
+        latest = db.session.execute(matching.order_by(PaymentEvent.received_at.desc()).limit(1)).scalar_one_or_none()
     return count, latest
 
 
 def _unprocessed_events():
-    count, latest = _count_and_latest(StripeEvent.processed_at.is_(None),
-                                      StripeEvent.received_at < utcnow() - UNPROCESSED_AFTER)
+    count, latest = _count_and_latest(PaymentEvent.processed_at.is_(None),
+                                      PaymentEvent.received_at < utcnow() - UNPROCESSED_AFTER)
     if not count:
         return Check(OK, "unprocessed events", "every event received was processed")
     return Check(FAIL, "unprocessed events", f"events received but not processed: {_count(count, 'event')} (latest {latest.id} "
@@ -290,7 +297,7 @@ def _unprocessed_events():
 
 
 def _missing_order_id():
-    count, latest = _count_and_latest(StripeEvent.outcome.like("ignored: no order_id%"))
+    count, latest = _count_and_latest(PaymentEvent.outcome_reason == OutcomeReason.NO_ORDER_ID.value)
     if not count:
         return Check(OK, "order_id in metadata", "no event lacked it")
     return Check(WARN, "order_id in metadata", f"order_id missing from metadata: {_count(count, 'event')} (latest {latest.id}) "
@@ -301,8 +308,8 @@ def _missing_order_id():
 
 def _pending_past_expiry():
     now = utcnow()
-    count, oldest = pending_past_hold(now)
-    db.session.rollback()
+    with transaction():
+        count, oldest = pending_past_hold(now)
     if not count:
         return Check(OK, "pending past checkout expiry", "no order")
     status = FAIL if oldest < now - SWEEPER_OVERDUE else WARN

@@ -16,8 +16,6 @@ import logging
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .fulfilment import HANDLED_EVENTS
-
 logger = logging.getLogger(__name__)
 
 STRIPE_SOURCE_PREFIX = "aws.partner/stripe.com"
@@ -41,9 +39,16 @@ def aws_client(service, region):
     return boto3.session.Session(region_name=region).client(service)
 
 
+def handled_event_types():
+    """The Stripe event types the shop acts on (the Stripe provider's dispatch table)."""
+    from ..payments.stripe.provider import EVENT_TRIGGERS
+    return frozenset(EVENT_TRIGGERS)
+
+
 def event_pattern():
-    """The rule's pattern: Stripe's partner source by prefix, and the event types fulfilment handles."""
-    return {"source": [{"prefix": STRIPE_SOURCE_PREFIX}], "detail-type": sorted(HANDLED_EVENTS)}
+    """The rule's pattern: Stripe's partner source by prefix, and the event types fulfilment acts on."""
+    # The poller checks the source again, on the "/" boundary (``source_allowed``).
+    return {"source": [{"prefix": STRIPE_SOURCE_PREFIX}], "detail-type": sorted(handled_event_types())}
 
 
 def queue_policy(queue_arn, rule_arn):

@@ -4,15 +4,16 @@ from sqlalchemy import select, text
 from ..extensions import db
 from ..models import DeliveryPath
 from ..payments import gateway
-from .holds import pending_past_hold
+from ..services.holds import pending_past_hold
+from ..services.transactions import transaction
 
 
 def health_report():
     """A small JSON-able dict; raises the database error when the database does not answer."""
-    db.session.execute(text("SELECT 1"))
-    stuck, _ = pending_past_hold()
-    paths = db.session.execute(select(DeliveryPath.name, DeliveryPath.last_delivered_at)).all()
-    db.session.rollback()
+    with transaction():
+        db.session.execute(text("SELECT 1"))
+        stuck, _ = pending_past_hold()
+        paths = db.session.execute(select(DeliveryPath.name, DeliveryPath.last_delivered_at)).all()
     return {
         "status": "ok",
         "database": "ok",

@@ -1,0 +1,43 @@
+"""Template helpers, registered once (CTFd's ``init_template_filters``): money, dates, QR codes,
+the order statuses as the enum, and the one way a form carries its CSRF token."""
+from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
+
+import segno
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup, escape
+
+from .models.orders import OrderStatus
+
+CENT = Decimal("0.01")
+
+
+def money(amount, currency):
+    """``20.00 USD``: exact Decimal arithmetic, never float (0.1 + 0.2 stays 0.30)."""
+    if amount is None:
+        return ""
+    return f"{Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)} {str(currency).upper()}"
+
+
+def datetime_label(value, with_weekday=True):
+    """A stored (naive UTC) time as people read it: ``Sat 01 Mar 2027, 19:30 UTC``."""
+    if value is None:
+        return ""
+    return value.strftime("%a %d %b %Y, %H:%M UTC" if with_weekday else "%d %b %Y %H:%M UTC")
+
+
+@lru_cache(maxsize=1024)
+def qr(code):
+    """An inline SVG QR code for an admission code (segno: pure Python, no image libraries)."""
+    return Markup(segno.make(code, micro=False).svg_inline(scale=3, border=2))
+
+
+def csrf_field():
+    """The hidden CSRF input every form carries (Flask-WTF's token for this session)."""
+    return Markup(f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">')
+
+
+def init_template_helpers(app):
+    """Register the filters and globals on ``app``'s Jinja environment."""
+    app.jinja_env.filters.update(money=money, datetime=datetime_label, qr=qr)
+    app.jinja_env.globals.update(OrderStatus=OrderStatus, csrf_field=csrf_field)
