@@ -221,7 +221,7 @@ class StripeProvider:
             raise
         except PaymentRefused as exc:
             # Stripe refuses to expire a session that is not open (complete or expired): nothing to close.
-            logger.info("session not expired (no longer open): %s", exc)
+            logger.debug("checkout not closed, it is no longer open: %s", exc)
             return False
         return True
 
