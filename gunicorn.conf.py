@@ -6,10 +6,15 @@ background threads, started by the hooks below once the worker has loaded the ap
 import multiprocessing
 import os
 import signal
+import sys
 
+from shop.config import ConfigError, load_config
 from shop.ops import background
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Each worker binds the port itself (SO_REUSEPORT): a restarted master serves at once even while
+# orphaned workers of the previous one still hold the port.
+reuse_port = True
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
 # Threads, because a checkout spends most of its time waiting for Stripe's API (a few hundred ms):
 # a sync worker would sit idle through it. Measured with tests/bench_rush.py --stripe-latency 0.25:
@@ -21,6 +26,15 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 8)
 # A stopping worker first finishes the poller's long poll (up to 20 s, SHOP_SQS_WAIT_SECONDS)
 # and the batch in hand; gunicorn kills workers still running after graceful_timeout.
 graceful_timeout = 30
+
+
+def on_starting(server):
+    """In the master, before it binds or forks: a bad setting stops gunicorn here, with one line and status 1."""
+    try:
+        # The instance folder create_app uses (next to the shop package), for the embedded default's key.
+        load_config(instance_path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
+    except ConfigError as exc:
+        sys.exit(f"shop: configuration error: {exc}")
 
 
 def post_worker_init(worker):

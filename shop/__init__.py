@@ -2,11 +2,10 @@
 import logging
 import os
 
-from flask import Flask, render_template
-from flask_wtf.csrf import CSRFError
+from flask import Flask
 
 from .config import load_config
-from .extensions import csrf, db, login_manager, migrate
+from .extensions import csrf, db, limiter, login_manager, migrate
 
 
 def create_app(test_config=None):
@@ -23,19 +22,20 @@ def create_app(test_config=None):
         app.config.update(test_config)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials…" on every start
+    init_logging()
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
+    limiter.init_app(app)
 
-    from . import (
-        models,  # noqa: F401  (registers the tables with SQLAlchemy and Alembic)
-        payments,
-    )
+    from . import errors, models, security  # noqa: F401  (models registers the tables with SQLAlchemy and Alembic)
+    from .services import accounts
+    security.init_app(app)
+    errors.init_app(app)
+    accounts.init_app(app)
+    from . import payments
     payments.init_app(app)
 
     from .account import bp as account_bp
@@ -55,21 +55,17 @@ def create_app(test_config=None):
     from .cli import shop_cli
     app.cli.add_command(shop_cli)
 
-    @app.errorhandler(404)
-    def not_found(error):
-        return render_template("errors/404.html"), 404
-
-    @app.errorhandler(400)
-    def bad_request(error):
-        return render_template("errors/400.html", error=error.description), 400
-
-    @app.errorhandler(CSRFError)
-    def csrf_failed(error):
-        return render_template("errors/400.html", error="Your form expired or was sent from elsewhere. "
-                               "Please reload the page and try again."), 400
-
     @app.context_processor
     def shop_globals():
         return {"sandbox_payments": app.config["STRIPE"].sandbox}
 
     return app
+
+
+def init_logging():
+    """INFO to stderr unless the server configured logging already; libraries that log secrets or noise kept quiet."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials…" on every start
+    # The stripe library logs every API request at INFO (URLs with ids, and more with debug on): warnings only.
+    logging.getLogger("stripe").setLevel(logging.WARNING)

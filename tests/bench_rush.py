@@ -101,8 +101,9 @@ def main():
                                       stdout=subprocess.PIPE, text=True)
     stripe_server = SimpleNamespace(url=stripe_process.stdout.readline().strip())
     db_url = database_url("shop_bench")
-    app = app_on_new_database({"DATABASE_URL": db_url, "SECRET_KEY": "bench", "STRIPE_SECRET_KEY": STRIPE_KEY,
-                               "STRIPE_API_BASE": stripe_server.url})
+    app = app_on_new_database({"DATABASE_URL": db_url, "SECRET_KEY": "bench-only-7d2e9a41c6b03f58e1a7",
+                               "STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": stripe_server.url,
+                               "SHOP_BASE_URL": "http://127.0.0.1"})
     runner = app.test_cli_runner()
     runner.invoke(args=["shop", "create-event", "--title", "Bench", "--venue", "Hall", "--starts-at", "2099-01-01T20:00"])
     runner.invoke(args=["shop", "add-ticket", "1", "--name", "Unlimited", "--price", "10.00", "--capacity", "10000000"])

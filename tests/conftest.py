@@ -26,11 +26,13 @@ def shop_environment(stripe_server, database_url=TEST_DATABASE_URL, **extra):
     """The environment variables a shop process under test runs with."""
     env = {
         "DATABASE_URL": database_url,
-        "SECRET_KEY": "test-secret-key",
+        "SECRET_KEY": "tests-only-4f1c9e27b8d05a63c2e9f71b",
         "STRIPE_SECRET_KEY": STRIPE_KEY,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "STRIPE_API_BASE": stripe_server.url,
         "SHOP_CURRENCY": "usd",
+        "SHOP_BASE_URL": "http://localhost",  # the Flask test client's host
+        "RATELIMIT_ENABLED": "false",  # the rate-limit tests switch them on for their own app
         # Most tests place many orders from one address and email; the caps have tests of their own.
         "SHOP_MAX_PENDING_PER_BUYER": "0",
         "SHOP_MAX_PENDING_PER_IP": "0",

@@ -29,14 +29,14 @@ class ServedShop(NamedTuple):
 def gunicorn_server(stripe_server, workers=4, **extra_env):
     """Run gunicorn on a free loopback port against the test database; yields its URL and log file."""
     port = free_port()
-    env = {**os.environ, **shop_environment(stripe_server, **extra_env),
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **shop_environment(stripe_server, **{"SHOP_BASE_URL": base_url, **extra_env}),
            "PORT": str(port), "WEB_CONCURRENCY": str(workers), "SHOP_SQS_POLLER": "off"}
     # The log goes to a file: a pipe nobody reads fills up and blocks every worker mid-request.
     log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:

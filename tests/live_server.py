@@ -16,11 +16,14 @@ def sandbox_environment(database_url):
     """What a shop with no Stripe key runs with: the settings that would pick Stripe are blanked, not inherited."""
     return {
         "DATABASE_URL": database_url,
-        "SECRET_KEY": "test-secret-key",
+        "SECRET_KEY": "tests-only-4f1c9e27b8d05a63c2e9f71b",
         "SHOP_CURRENCY": "usd",
+        "SHOP_PAYMENTS": "sandbox",
         "STRIPE_SECRET_KEY": "",
         "STRIPE_WEBHOOK_SECRET": "",
         "STRIPE_API_BASE": "",
+        "SHOP_BASE_URL": "http://localhost",
+        "RATELIMIT_ENABLED": "false",
     }
 
 

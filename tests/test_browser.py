@@ -52,7 +52,7 @@ def stripe_shop(app):
     """
     stripe = FakeStripe(api_key=STRIPE_KEY).start()
     shop_app = app_from_environment(shop_environment(stripe))
-    server = LiveServer(shop_app).start()
+    server = serve(shop_app)
     stripe.webhook_url, stripe.webhook_secret = f"{server.url}/webhooks/stripe", WEBHOOK_SECRET
     yield SimpleNamespace(url=server.url, stripe=stripe)
     server.stop()
@@ -65,10 +65,18 @@ def sandbox_shop():
     app = app_on_new_database(sandbox_environment(database_url("browser_sandbox")))
     seeded = app.test_cli_runner().invoke(args=["shop", "seed-demo"])
     assert seeded.exit_code == 0, seeded.output
-    server = LiveServer(app).start()
+    server = serve(app)
     yield SimpleNamespace(url=server.url, app=app)
     server.stop()
     drop_database(app)
+
+
+def serve(app):
+    """Serve ``app`` on a free loopback port, under that address: the port is known only once the server
+    listens, so the base URL (and the Host names trusted with it) are set then."""
+    server = LiveServer(app).start()
+    app.config.update(SHOP_BASE_URL=server.url, TRUSTED_HOSTS=["127.0.0.1"])
+    return server
 
 
 def buy(page, ticket_id, quantity, email):

@@ -207,10 +207,14 @@ def test_app_with_a_stripe_key_has_no_sandbox_route(app, client):
     assert "Sandbox payments" not in client.get("/").get_data(as_text=True)
 
 
-def test_sandbox_runs_only_when_no_stripe_key_is_set(tmp_path):
-    base = {"DATABASE_URL": "mysql+pymysql://shop@db/shop", "SECRET_KEY": "s" * 32}
-    assert load_config(base, instance_path=tmp_path)["STRIPE"].sandbox is True
+def test_sandbox_runs_only_when_chosen_or_in_the_embedded_default(tmp_path):
+    base = {"DATABASE_URL": "mysql+pymysql://shop@db/shop", "SECRET_KEY": "4f1c9e27b8d05a63c2e9f71b0a6d3e58",
+            "SHOP_BASE_URL": "https://tickets.example.com"}
+    assert load_config({**base, "SHOP_PAYMENTS": "sandbox"}, instance_path=tmp_path)["STRIPE"].sandbox is True
     assert load_config({**base, "STRIPE_SECRET_KEY": "sk_live_abc123"}, instance_path=tmp_path)["STRIPE"].sandbox is False
+    assert load_config({}, instance_path=tmp_path)["STRIPE"].sandbox is True  # SQLite and no key: the demo
+    with pytest.raises(ConfigError):
+        load_config(base, instance_path=tmp_path)  # a real database never falls back to the sandbox
 
 
 @pytest.mark.parametrize("setting, variable", [

@@ -4,14 +4,17 @@ from datetime import timedelta
 from flask import abort, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from limits import parse_many
 from werkzeug.datastructures import MultiDict
 
 from ..catalog.forms import CheckoutForm
 from ..catalog.routes import render_event
-from ..extensions import csrf, db
+from ..errors import error_response
+from ..extensions import csrf, db, limiter
 from ..models import TicketOrder
 from ..models.base import utcnow
 from ..payments import PaymentUnavailable, gateway
+from ..security import private_page, rate_limit
 from ..services.catalog import event_with_tickets
 from ..services.checkout import (
     CheckoutRefused,
@@ -41,8 +44,22 @@ def _cancel_token_lifetime():
     return (current_app.config["SHOP_HOLD_MINUTES"] + 1) * 60 + int(HOLD_GRACE.total_seconds())
 
 
+def _discount_attempts(hit=False):
+    """Wrong discount codes from one address are limited (``SHOP_LIMIT_DISCOUNT``), so codes cannot be guessed.
+
+    Only refused codes count; True while this address may still try one.
+    """
+    if not current_app.config["RATELIMIT_ENABLED"]:
+        return True
+    items, key = parse_many(current_app.config["SHOP_LIMIT_DISCOUNT"]), request.remote_addr or "-"
+    if hit:
+        return all([limiter.limiter.hit(item, "discount-code", key) for item in items])
+    return all(limiter.limiter.test(item, "discount-code", key) for item in items)
+
+
 @bp.post("/events/<int:event_id>/tickets/<int:ticket_id>/checkout")
 @csrf.exempt  # checked below for form posts; a JSON body cannot be sent cross-site without CORS
+@rate_limit("SHOP_LIMIT_CHECKOUT")
 def create(event_id, ticket_id):
     wants_json = request.is_json
     if wants_json:
@@ -57,6 +74,8 @@ def create(event_id, ticket_id):
     if not form.validate():
         field, messages = next(iter(form.errors.items()))
         return _refused(event_id, ticket_id, form, CheckoutRefused(messages[0], field=field), wants_json)
+    if form.discount_code.data and not _discount_attempts():
+        return error_response(429, "Too many discount codes were tried from here. Please wait a while.")
     req = CheckoutRequest(
         event_id=event_id, ticket_id=ticket_id, quantity=form.quantity.data, email=form.email.data.strip(),
         discount_code=form.discount_code.data or "", client_ip=request.remote_addr,
@@ -66,6 +85,8 @@ def create(event_id, ticket_id):
     try:
         order, checkout_url = start_checkout(req, urls)
     except CheckoutRefused as refused:
+        if refused.field == "discount_code":
+            _discount_attempts(hit=True)
         return _refused(event_id, ticket_id, form, refused, wants_json)
     # This browser paid for it: for a while, its success page may show the tickets (see _may_see_codes).
     session["guest_orders"] = [*session.get("guest_orders", [])[-(GUEST_ORDERS_KEPT - 1):], order.id]
@@ -86,6 +107,8 @@ def _refused(event_id, ticket_id, form, refused, wants_json):
 
 
 @bp.get("/checkout/success")
+@rate_limit("SHOP_LIMIT_SUCCESS_PAGE")
+@private_page
 def success():
     checkout_ref = request.args.get("session_id", "")
     if not gateway().is_checkout_ref(checkout_ref):
@@ -132,6 +155,7 @@ def _order_from_cancel_token(token):
 
 
 @bp.get("/checkout/cancel")
+@private_page
 def cancel():
     """The provider's "back" link: say what cancelling means and ask; nothing changes on a GET."""
     token = request.args.get("token", "")
@@ -142,6 +166,7 @@ def cancel():
 
 
 @bp.post("/checkout/cancel")
+@private_page
 def cancel_submit():
     order = _order_from_cancel_token(request.form.get("token", ""))
     if order is None:

@@ -1,10 +1,14 @@
 """Accounts for buyers (Flask-Login)."""
+import re
+
 from flask_login import UserMixin
 from sqlalchemy import func
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db, login_manager
 from .base import utcnow
+
+SESSION_ID = re.compile(r"([0-9]+):([0-9]+)", re.ASCII)
 
 
 class User(UserMixin, db.Model):
@@ -14,6 +18,9 @@ class User(UserMixin, db.Model):
     email = db.Column(db.String(255), nullable=False, unique=True)
     password_hash = db.Column(db.String(255), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
+    # Part of the id kept in the session cookie: raising it (logout, password change) voids every
+    # cookie issued before, which a signed cookie alone cannot do.
+    session_version = db.Column(db.Integer, nullable=False, default=1, server_default="1")
 
     def set_password(self, password):
         self.password_hash = generate_password_hash(password)
@@ -21,7 +28,15 @@ class User(UserMixin, db.Model):
     def check_password(self, password):
         return check_password_hash(self.password_hash, password)
 
+    def get_id(self):
+        return f"{self.id}:{self.session_version}"
+
 
 @login_manager.user_loader
-def load_user(user_id):
-    return db.session.get(User, int(user_id))
+def load_user(session_id):
+    """The user of a session cookie, unless its session version is no longer the user's (logged out since)."""
+    match = SESSION_ID.fullmatch(session_id or "")
+    if match is None:
+        return None  # a cookie from before session versions, or a malformed one: log in again
+    user = db.session.get(User, int(match.group(1)))
+    return user if user is not None and user.session_version == int(match.group(2)) else None

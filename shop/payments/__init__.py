@@ -121,13 +121,10 @@ class PaymentProvider(Protocol):
 
     ``name``
         Short name for logs, ``/healthz`` and ``doctor`` ("stripe", "sandbox").
-    ``checkout_origin``
-        The origin of the payment page, which the shop's forms may redirect to (CSP).
     ``handled_event_types``
         The event types :meth:`parse_webhook` turns into triggers (the EventBridge rule's filter).
     """
     name: str
-    checkout_origin: str | None
     handled_event_types: frozenset[str]
 
     def is_checkout_ref(self, value: str) -> bool:

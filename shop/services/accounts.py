@@ -1,33 +1,102 @@
 """Buyer accounts and what a buyer may see of their orders."""
-from sqlalchemy import select
+import logging
+import secrets
+import threading
+from contextlib import contextmanager
+from functools import cache
+
+from flask import current_app
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
 from ..models import TicketOrder, User
+
+logger = logging.getLogger(__name__)
 
 
 class EmailTaken(Exception):
     """An account with that email exists already."""
 
 
+class HashingBusy(Exception):
+    """Every password-hashing slot of this process stayed taken for SHOP_HASH_WAIT_SECONDS; answer 503."""
+
+
+def init_app(app):
+    """Give the app its password-hashing slots (SHOP_HASH_CONCURRENCY per process)."""
+    app.extensions["shop.password_hashing"] = threading.BoundedSemaphore(app.config["SHOP_HASH_CONCURRENCY"])
+
+
+@contextmanager
+def password_hashing_slot():
+    """Hold one of the process's few hashing slots, or raise HashingBusy.
+
+    A password hash costs tens of milliseconds of CPU on purpose, holding the GIL; a flood of logins
+    hashing on every request thread would starve the page views of the same worker. Two at a time
+    keep the pages answering while logins queue (and past the wait, are told to come back).
+    """
+    slots = current_app.extensions["shop.password_hashing"]
+    if not slots.acquire(timeout=current_app.config["SHOP_HASH_WAIT_SECONDS"]):
+        raise HashingBusy()
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+@cache
+def _unknown_user_hash():
+    """A hash made like every user's, checked when no account has the email, so both cost the same time."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
 def register_user(email, password):
-    """Create an account; the unique email column, not a look-up, decides whether it is taken."""
+    """Create an account; the unique email column, not a look-up, decides whether it is taken.
+
+    A taken email costs the same hash as a new one, so the time taken tells nothing either.
+    """
     user = User(email=email.strip().lower())
-    user.set_password(password)
+    with password_hashing_slot():
+        user.set_password(password)
     db.session.add(user)
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise EmailTaken(email) from None
+    logger.info("user %s registered", user.id)
     return user
 
 
 def authenticate(email, password):
-    """The user with that email and password, or None."""
+    """The user with that email and password, or None; an unknown email takes as long as a wrong password."""
     user = db.session.execute(select(User).where(User.email == email.strip().lower())).scalar_one_or_none()
-    return user if user is not None and user.check_password(password) else None
+    with password_hashing_slot():
+        if user is None:
+            check_password_hash(_unknown_user_hash(), password)
+            return None
+        return user if user.check_password(password) else None
+
+
+def end_sessions(user):
+    """Void every session cookie of ``user`` (all devices): the session version in them no longer matches."""
+    db.session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
+    db.session.commit()
+    logger.info("user %s: sessions ended", user.id)
+
+
+def change_password(user, new_password):
+    """Set a new password and end every session made with the old one (the caller logs the user in again)."""
+    with password_hashing_slot():
+        password_hash = generate_password_hash(new_password)
+    db.session.execute(update(User).where(User.id == user.id)
+                       .values(password_hash=password_hash, session_version=User.session_version + 1))
+    db.session.commit()
+    db.session.refresh(user)
+    logger.info("user %s: password changed, older sessions ended", user.id)
 
 
 def orders_of(user_id):

@@ -7,12 +7,12 @@ import re
 import secrets
 from decimal import Decimal
 
-from flask import url_for
 from sqlalchemy import select, update
 
 from ...extensions import db
 from ...models.base import utcnow
 from ...models.orders import OrderStatus
+from ...urls import external_url
 from .. import Checkout, InvalidPayload, InvalidSignature, PaymentNotFound, PaymentRefused, PaymentState
 from .models import SandboxCheckout
 
@@ -26,7 +26,6 @@ class SandboxProvider:
     """See ``shop.payments.PaymentProvider``; nothing here is ever charged."""
 
     name = "sandbox"
-    checkout_origin = None   # the pay page is ours
     handled_event_types = frozenset()
     minimum_amount = Decimal("0.50")   # as Stripe, so the sandbox refuses what production would
 
@@ -46,7 +45,7 @@ class SandboxProvider:
                     expires_at=spec.expires_at, created_at=utcnow()))
         else:
             ref = existing.ref
-        return Checkout(ref=ref, url=url_for("sandbox.pay", ref=ref, _external=True))
+        return Checkout(ref=ref, url=external_url("sandbox.pay", ref=ref))
 
     def read_checkout(self, checkout_ref):
         row = self.checkout(checkout_ref)

@@ -9,7 +9,6 @@ import logging
 import re
 from datetime import timezone
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 import stripe
 
@@ -30,7 +29,6 @@ logger = logging.getLogger(__name__)
 # Expanding the intent and its charge lets one retrieve answer every question fulfilment
 # asks: paid? processing? failed? refunded, and how much?
 SESSION_EXPAND = ["payment_intent", "payment_intent.latest_charge"]
-CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 # Stripe's ids: a prefix, an underscore, then letters, digits and underscores. Checked before
 # anything reaches the database, so an odd id (a lone surrogate, 10 kB long) is a 400.
 EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
@@ -181,8 +179,6 @@ class StripeProvider:
         self.client = stripe.StripeClient(settings.secret_key, base_addresses=base, max_network_retries=1)
         self.key = settings.secret_key
         self.webhook_secret = settings.webhook_secret
-        # The tests' Stripe-compatible server hosts its payment page at its own address.
-        self.checkout_origin = _origin(settings.api_base) if settings.api_base else CHECKOUT_ORIGIN
 
     def is_checkout_ref(self, value):
         return isinstance(value, str) and bool(SESSION_ID.fullmatch(value))
@@ -276,8 +272,3 @@ def parse_envelope(body):
     if not isinstance(envelope, dict) or envelope.get("detail-type") != found.type:
         raise InvalidPayload(f"the envelope's detail-type does not match the event's type {found.type!r}")
     return found
-
-
-def _origin(url):
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"

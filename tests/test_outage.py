@@ -1,0 +1,174 @@
+"""A database that stops answering (no refusal, no closed socket: silence) costs a 503 within the client
+timeouts, on every kind of request, and the shop recovers when it answers again."""
+import socket
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from shop.extensions import db
+from tests.apps import TEST_DATABASE_URL, app_from_environment
+from tests.conftest import shop_environment
+from tests.factories import make_ticket
+
+CONNECT_TIMEOUT = READ_TIMEOUT = 1
+# A pooled connection first fails its pre-ping (a read timeout), then the one reconnect SQLAlchemy tries
+# waits a read timeout for the server's greeting; a second of slack for everything else.
+WITHIN = 2 * READ_TIMEOUT + CONNECT_TIMEOUT + 1
+
+
+class StallingProxy:
+    """A TCP proxy in front of MariaDB that a test can silence: while stalled it accepts connections and
+    takes bytes but forwards nothing and closes nothing, like a database host that froze or a dropped route."""
+
+    def __init__(self, url=TEST_DATABASE_URL):
+        target = sa.make_url(url)
+        self.upstream = (target.host or "127.0.0.1", target.port or 3306)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = target.set(host="127.0.0.1", port=self.listener.getsockname()[1]).render_as_string(
+            hide_password=False)
+        self.answering = threading.Event()
+        self.answering.set()
+        self.closed = False
+        self._sockets = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self):
+        self.answering.clear()
+
+    def resume(self):
+        self.answering.set()
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                _close(sock)
+        self.answering.set()  # lets the held threads run into the closed sockets and end
+
+    def _track(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connect, args=(self._track(client),), daemon=True).start()
+
+    def _connect(self, client):
+        self.answering.wait()  # a silent server accepts the connection and never greets
+        if self.closed:
+            return
+        server = self._track(socket.create_connection(self.upstream))
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source, sink):
+        try:
+            while data := source.recv(65536):
+                self.answering.wait()  # held, never forwarded, while stalled
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(sink)
+
+
+def _close(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@pytest.fixture
+def stalling(app, stripe_server):
+    """A shop whose database connections go through a StallingProxy, with one-second client timeouts."""
+    proxy = StallingProxy()
+    shop = app_from_environment(shop_environment(
+        stripe_server, database_url=proxy.url, SHOP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+        SHOP_DB_READ_TIMEOUT=str(READ_TIMEOUT), SHOP_DB_WRITE_TIMEOUT=str(READ_TIMEOUT)), {"TESTING": True})
+    yield shop, proxy
+    proxy.resume()
+    with shop.app_context():
+        db.engine.dispose()
+    proxy.close()
+
+
+def timed(request):
+    """``request()``'s response and how long it took; a request still waiting well past the bound fails the test
+    (instead of hanging it), in a thread of its own."""
+    result = []
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: result.append(request()), daemon=True)
+    thread.start()
+    thread.join(timeout=WITHIN + 10)
+    assert result, f"no answer within {WITHIN + 10} s: the database client has no timeout"
+    return result[0], time.monotonic() - started
+
+
+def test_a_silent_database_gets_503s_within_the_timeouts_and_the_shop_recovers(ctx, stalling):
+    shop, proxy = stalling
+    ticket = make_ticket()
+    browser = shop.test_client()
+    event_page = f"/events/{ticket.event_id}"
+    assert browser.get(event_page).status_code == 200  # a pooled connection through the proxy, alive
+
+    proxy.stall()
+    answers = {
+        "healthz": timed(lambda: browser.get("/healthz")),
+        "event page": timed(lambda: browser.get(event_page)),
+        "json client": timed(lambda: browser.get(event_page, headers={"Accept": "application/json"})),
+        "checkout json": timed(lambda: browser.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
+                                                    json={"quantity": 1, "email": "fan@example.com"})),
+    }
+
+    for name, (response, seconds) in answers.items():
+        assert response.status_code == 503, (name, response.get_data(as_text=True))
+        assert seconds < WITHIN, (name, seconds)
+        if name != "healthz":
+            assert response.headers["Retry-After"] == "5", name
+        body = response.get_data(as_text=True)
+        assert "127.0.0.1" not in body and "root" not in body, (name, body)
+    assert answers["healthz"][0].json == {"status": "unavailable"}
+    page = answers["event page"][0]
+    assert page.mimetype == "text/html" and "try again in a moment" in page.get_data(as_text=True)
+    for name in ("json client", "checkout json"):
+        assert answers[name][0].json == {
+            "error": "The shop cannot reach its database just now. Please try again in a moment."}, name
+
+    proxy.resume()
+    assert browser.get("/healthz").json == {"status": "ok"}
+    assert browser.get(event_page).status_code == 200
+
+
+def test_a_lock_wait_ends_before_the_read_timeout_with_mariadbs_own_error(app, stripe_server):
+    """A row held by another transaction: the waiting statement gets 1205 (which the checkout retries)
+    at innodb_lock_wait_timeout, before the client's read timeout would have given up on the connection."""
+    shop = app_from_environment(shop_environment(stripe_server, SHOP_DB_READ_TIMEOUT="2"), {"TESTING": True})
+    with app.app_context():
+        ticket_id = make_ticket().id
+    with shop.app_context():
+        holder, waiter = db.engine.connect(), db.engine.connect()
+        try:
+            holder.execute(sa.text("SELECT id FROM tickets WHERE id = :id FOR UPDATE"), {"id": ticket_id})
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError) as raised:
+                waiter.execute(sa.text("SELECT id FROM tickets WHERE id = :id FOR UPDATE"), {"id": ticket_id})
+            waited = time.monotonic() - started
+        finally:
+            holder.rollback()
+            holder.close()
+            waiter.close()
+            db.engine.dispose()
+    assert raised.value.orig.args[0] == 1205  # Lock wait timeout exceeded; try restarting transaction
+    assert 0.5 < waited < 2
