@@ -1,16 +1,16 @@
 """Users carry a session version: logging out or changing the password voids older session cookies.
 
-Revision ID: 0002_session_version
-Revises: 0001
-Create Date: 2026-12-01 00:00:00
+Revision ID: 0003_session_version
+Revises: 0002_payment_boundary
+Create Date: 2026-11-27
 
 """
 import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0002_session_version"
-down_revision = "0001"
+revision = "0003_session_version"
+down_revision = "0002_payment_boundary"
 branch_labels = None
 depends_on = None
 
