@@ -21,11 +21,11 @@ from shop.delivery import background
 from shop.extensions import db
 from shop.models import TicketOrder
 from shop.services.aws_setup import provision
-from tests.apps import create_database, database_url
-from tests.aws import Aws, aws_environment
+from tests.support.apps import create_database, database_url
+from tests.support.aws import Aws, aws_environment
 from tests.conftest import shop_environment
-from tests.factories import checkout, make_ticket
-from tests.stripe_server import FakeStripe
+from tests.support.factories import checkout, make_ticket
+from tests.support.stripe_server import FakeStripe
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", database_url("shop_bench"))
 

@@ -23,9 +23,9 @@ import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from types import SimpleNamespace
 
-from tests.apps import app_on_new_database, database_url
+from tests.support.apps import app_on_new_database, database_url
 from tests.conftest import STRIPE_KEY
-from tests.gunicorn_server import gunicorn_server
+from tests.support.gunicorn_server import gunicorn_server
 
 WRK_CHECKOUT = """
 wrk.method = "POST"
@@ -97,7 +97,7 @@ def main():
 
     # The Stripe stand-in and the rush's client threads each get a process of their own, so
     # neither competes with the other for one interpreter's lock.
-    stripe_process = subprocess.Popen([sys.executable, "-m", "tests.stripe_server", STRIPE_KEY, str(args.stripe_latency)],
+    stripe_process = subprocess.Popen([sys.executable, "-m", "tests.support.stripe_server", STRIPE_KEY, str(args.stripe_latency)],
                                       stdout=subprocess.PIPE, text=True)
     stripe_server = SimpleNamespace(url=stripe_process.stdout.readline().strip())
     db_url = database_url("shop_bench")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from shop.extensions import db
-from tests.apps import TEST_DATABASE_URL, app_on_new_database, empty_tables
-from tests.stripe_server import FakeStripe
+from tests.support.apps import TEST_DATABASE_URL, app_on_new_database, empty_tables
+from tests.support.stripe_server import FakeStripe
 
 WEBHOOK_SECRET = "whsec_test_secret"
 STRIPE_KEY = "sk_test_shop"

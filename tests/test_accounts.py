@@ -4,7 +4,7 @@ import pytest
 from shop.extensions import db
 from shop.models import User
 from tests.conftest import login
-from tests.factories import checkout, make_ticket, make_user
+from tests.support.factories import checkout, make_ticket, make_user
 
 
 def test_register_hashes_the_password_and_logs_in(ctx, form_client):

@@ -8,8 +8,8 @@ from shop.extensions import db
 from shop.models import StripeEvent
 from shop.models.base import utcnow
 from shop.services.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, event_pattern
-from tests.aws import STRIPE_SOURCE, aws, envelope, moto_server, shop_app  # noqa: F401 (fixtures)
-from tests.factories import checkout, make_ticket
+from tests.support.aws import STRIPE_SOURCE, aws, envelope, moto_server, shop_app  # noqa: F401 (fixtures)
+from tests.support.factories import checkout, make_ticket
 
 BUS = "stripe-bus"  # moto keeps only the last /-segment of a bus name in rule calls: a plain name here
 

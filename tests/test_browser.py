@@ -13,11 +13,11 @@ from playwright.sync_api import expect, sync_playwright
 
 from shop.extensions import db
 from shop.models import Admission, StripeEvent, TicketOrder, User
-from tests.apps import app_from_environment, app_on_new_database, database_url
+from tests.support.apps import app_from_environment, app_on_new_database, database_url
 from tests.conftest import STRIPE_KEY, WEBHOOK_SECRET, shop_environment
-from tests.factories import make_event, make_ticket, reload
-from tests.live_server import LiveServer, drop_database, sandbox_environment
-from tests.stripe_server import FakeStripe
+from tests.support.factories import make_event, make_ticket, reload
+from tests.support.live_server import LiveServer, drop_database, sandbox_environment
+from tests.support.stripe_server import FakeStripe
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (Debian's chromium package)")

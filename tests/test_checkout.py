@@ -9,7 +9,7 @@ from shop.extensions import db
 from shop.models import TicketOrder
 from shop.models.base import utcnow
 from tests.conftest import login
-from tests.factories import make_discount, make_event, make_ticket, make_user, reload
+from tests.support.factories import make_discount, make_event, make_ticket, make_user, reload
 
 
 def order_count():

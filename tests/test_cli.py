@@ -8,7 +8,7 @@ from shop.extensions import db
 from shop.models import Admission, DiscountCode, Event, TicketType
 from shop.models.base import utcnow
 from shop.services.fulfilment import fulfil_checkout_session
-from tests.factories import checkout, make_discount, make_event, make_ticket, reload
+from tests.support.factories import checkout, make_discount, make_event, make_ticket, reload
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from shop.payments import InvalidPayload
 from shop.payments.stripe_gateway import parse_envelope
 from shop.services.aws_setup import event_pattern, provision
 from shop.services.fulfilment import HANDLED_EVENTS
-from tests.apps import TEST_DATABASE_URL
-from tests.aws import (  # noqa: F401 (fixtures)
+from tests.support.apps import TEST_DATABASE_URL
+from tests.support.aws import (  # noqa: F401 (fixtures)
     FIXTURES,
     STRIPE_SOURCE,
     aws,
@@ -37,7 +37,7 @@ from tests.aws import (  # noqa: F401 (fixtures)
     wait_until,
 )
 from tests.conftest import post_webhook, shop_environment
-from tests.factories import checkout, make_ticket
+from tests.support.factories import checkout, make_ticket
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]

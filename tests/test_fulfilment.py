@@ -7,9 +7,9 @@ import pytest
 
 from shop.extensions import db
 from shop.models import Admission, StripeEvent, TicketOrder
-from tests.apps import app_from_environment
+from tests.support.apps import app_from_environment
 from tests.conftest import login, post_webhook, shop_environment
-from tests.factories import checkout, make_discount, make_ticket, make_user, reload
+from tests.support.factories import checkout, make_discount, make_ticket, make_user, reload
 
 
 @pytest.fixture

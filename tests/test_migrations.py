@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from shop.extensions import db
-from tests.apps import create_database, database_url
+from tests.support.apps import create_database, database_url
 
 EXPECTED_COLUMNS = {
     "events": {"id", "title", "description", "venue", "starts_at"},

@@ -14,7 +14,7 @@ from shop.services.checkout import SoldOut
 from shop.services.fulfilment import SOLD_OUT_REFUND_REASON, sweep
 from shop.services.holds import release_ended_holds
 from tests.conftest import post_webhook
-from tests.factories import checkout, make_discount, make_ticket, reload
+from tests.support.factories import checkout, make_discount, make_ticket, reload
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from shop.extensions import db
 from shop.models import TicketOrder, TicketType
-from tests.factories import make_ticket
-from tests.gunicorn_server import gunicorn_server
+from tests.support.factories import make_ticket
+from tests.support.gunicorn_server import gunicorn_server
 
 CAPACITY = 50
 BUYERS = 200

@@ -12,10 +12,10 @@ import pytest
 from shop.config import ConfigError, load_config
 from shop.extensions import db
 from shop.models import Admission, DeliveryPath, SandboxObject, StripeEvent, TicketOrder
-from tests.apps import app_on_new_database, database_url, empty_tables
-from tests.factories import make_ticket, reload
-from tests.live_server import drop_database, sandbox_environment
-from tests.stripe_server import FakeStripe
+from tests.support.apps import app_on_new_database, database_url, empty_tables
+from tests.support.factories import make_ticket, reload
+from tests.support.live_server import drop_database, sandbox_environment
+from tests.support.stripe_server import FakeStripe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PAY_URL = re.compile(r"^http://localhost/sandbox/pay/(cs_sandbox_[0-9a-f]+)$")

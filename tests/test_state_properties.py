@@ -8,7 +8,7 @@ from shop.extensions import db
 from shop.models import TicketOrder, TicketType
 from shop.models.orders import OrderStatus
 from shop.services.fulfilment import handle_stripe_event, read_session
-from tests.factories import checkout, make_ticket
+from tests.support.factories import checkout, make_ticket
 
 # What happened at Stripe to one checkout, as the list of Stripe actions that produce events.
 HISTORIES = {

@@ -1,6 +1,6 @@
 """AWS for the tests: moto's server on a loopback port, spoken to by real boto3 over HTTP.
 
-Test modules import the fixtures they use (``from tests.aws import aws, moto_server``).
+Test modules import the fixtures they use (``from tests.support.aws import aws, moto_server``).
 The ``aws`` fixture empties moto and points this process's boto3 chain at it through the
 environment (``AWS_ENDPOINT_URL``, dummy credentials), exactly as an operator would.
 """
@@ -19,7 +19,7 @@ from moto.server import ThreadedMotoServer
 
 from shop.delivery.sqs_poller import SqsPoller
 from shop.extensions import db
-from tests.apps import app_from_environment
+from tests.support.apps import app_from_environment
 from tests.conftest import shop_environment
 
 REGION = "us-east-1"

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from tests.conftest import shop_environment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port():
