@@ -13,23 +13,13 @@ from shop.models.base import utcnow
 from shop.services.checkout import SoldOut
 from shop.services.fulfilment import SOLD_OUT_REFUND_REASON, sweep
 from shop.services.holds import release_ended_holds
-from tests.conftest import post_webhook
-from tests.support.factories import checkout, make_discount, make_ticket, reload
 
 
-@pytest.fixture
-def place(app, ctx):
-    """Place orders through the real checkout service: ``place(ticket, quantity=…)``."""
-    def place(ticket, **kw):
-        with app.test_request_context():
-            return checkout(ticket, **kw)[0]
-    return place
-
-
-def deliver(client, stripe_server, *events):
+def deliver(webhook, *events):
+    """POST each event to the webhook route; each must be answered 200. Returns the outcomes."""
     outcomes = []
     for event in events:
-        response = post_webhook(client, stripe_server, event)
+        response = webhook.post(event)
         assert response.status_code == 200, response.get_data(as_text=True)
         outcomes.append(response.json["outcome"])
     return outcomes
@@ -42,82 +32,83 @@ def end_hold(order):
     db.session.commit()
 
 
-def test_delayed_payment_keeps_seats_held_while_processing_then_pays(place, client, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_delayed_payment_keeps_seats_held_while_processing_then_pays(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     completed = stripe_server.complete(order.stripe_checkout_session_id, payment_status="unpaid")
-    deliver(client, stripe_server, completed, completed)
+    deliver(webhook, completed, completed)
     assert reload(order).status == "processing" and reload(ticket).held_quantity == 2
 
     succeeded = stripe_server.async_succeed(order.stripe_checkout_session_id)
-    deliver(client, stripe_server, succeeded, succeeded)
+    deliver(webhook, succeeded, succeeded)
     assert reload(order).status == "paid"
     assert (reload(ticket).held_quantity, reload(ticket).sold_quantity) == (0, 2)
 
 
-def test_failed_delayed_payment_releases_the_seats(place, client, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_failed_delayed_payment_releases_the_seats(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     completed = stripe_server.complete(order.stripe_checkout_session_id, payment_status="unpaid")
     failed = stripe_server.async_fail(order.stripe_checkout_session_id)
     # Delivered in the wrong order and twice: Stripe's session and intent decide.
-    deliver(client, stripe_server, failed, completed, failed)
+    deliver(webhook, failed, completed, failed)
     assert reload(order).status == "failed"
     assert (reload(ticket).held_quantity, reload(ticket).sold_quantity) == (0, 0)
 
 
-def test_async_success_before_completed_event_still_ends_paid(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket)
+def test_async_success_before_completed_event_still_ends_paid(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket)
     completed = stripe_server.complete(order.stripe_checkout_session_id, payment_status="unpaid")
     succeeded = stripe_server.async_succeed(order.stripe_checkout_session_id)
-    deliver(client, stripe_server, succeeded, completed)
+    deliver(webhook, succeeded, completed)
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 1
 
 
-def test_expired_session_releases_the_hold(place, client, stripe_server):
-    ticket = make_ticket(capacity=3)
-    order = place(ticket, quantity=3)
+def test_expired_session_releases_the_hold(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=3)
+    order = place_order(ticket, quantity=3)
     expired = stripe_server.expire(order.stripe_checkout_session_id)
-    deliver(client, stripe_server, expired, expired)
+    deliver(webhook, expired, expired)
     assert reload(order).status == "expired" and reload(ticket).remaining == 3
 
 
-def test_expiry_arriving_after_payment_changes_nothing(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket, quantity=2)
+def test_expiry_arriving_after_payment_changes_nothing(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket, quantity=2)
     completed = stripe_server.complete(order.stripe_checkout_session_id)
-    stale_expiry = stripe_server.event("checkout.session.expired",
-                                       {**stripe_server.sessions[order.stripe_checkout_session_id], "status": "expired"})
-    deliver(client, stripe_server, completed, stale_expiry)
+    stale_expiry = stripe_server.event(
+        "checkout.session.expired", {**stripe_server.sessions[order.stripe_checkout_session_id], "status": "expired"})
+    deliver(webhook, completed, stale_expiry)
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2
 
 
-def resell_after_hold_ends(order, place, client, stripe_server):
+def resell_after_hold_ends(order, place_order, webhook, stripe_server):
     """The order's hold ends unpaid and another buyer pays for all its seats."""
     end_hold(order)
     release_ended_holds()
-    rival = place(order.ticket, quantity=order.quantity, email="rival@example.com")
-    deliver(client, stripe_server, stripe_server.complete(rival.stripe_checkout_session_id))
+    rival = place_order(order.ticket, quantity=order.quantity, email="rival@example.com")
+    deliver(webhook, stripe_server.complete(rival.stripe_checkout_session_id))
 
 
-def test_late_payment_with_seats_left_is_accepted(place, client, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_late_payment_with_seats_left_is_accepted(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     end_hold(order)
     assert release_ended_holds() == 1 and reload(order).status == "expired"
 
-    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+    deliver(webhook, stripe_server.complete(order.stripe_checkout_session_id))
 
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2 and reload(ticket).held_quantity == 0
 
 
-def test_late_payment_for_a_sold_out_ticket_is_refunded_and_flagged(place, client, stripe_server):
-    ticket = make_ticket(capacity=2)
-    late = place(ticket, quantity=2)
-    resell_after_hold_ends(late, place, client, stripe_server)
+def test_late_payment_for_a_sold_out_ticket_is_refunded_and_flagged(
+        place_order, client, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=2)
+    late = place_order(ticket, quantity=2)
+    resell_after_hold_ends(late, place_order, webhook, stripe_server)
 
-    outcome = deliver(client, stripe_server, stripe_server.complete(late.stripe_checkout_session_id))
+    outcome = deliver(webhook, stripe_server.complete(late.stripe_checkout_session_id))
 
     late = reload(late)
     assert outcome == ["refunded"]
@@ -132,16 +123,16 @@ def app_cli(client, *args):
     return client.application.test_cli_runner().invoke(args=["shop", *args]).output
 
 
-def test_refund_returns_capacity_voids_tickets_and_discount_use(place, client, stripe_server):
-    ticket = make_ticket(capacity=4)
-    code = make_discount("HALF", percent_off=50)
-    order = place(ticket, quantity=4, discount_code="half")
-    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+def test_refund_returns_capacity_voids_tickets_and_discount_use(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=4)
+    code = make.discount("HALF", percent_off=50)
+    order = place_order(ticket, quantity=4, discount_code="half")
+    deliver(webhook, stripe_server.complete(order.stripe_checkout_session_id))
     assert reload(code).used_count == 1
 
     intent = reload(order).stripe_payment_intent_id
     refunded = stripe_server.refund(intent)
-    deliver(client, stripe_server, refunded, refunded)
+    deliver(webhook, refunded, refunded)
 
     assert reload(order).status == "refunded" and reload(order).refunded_amount == reload(order).total_amount
     assert reload(ticket).sold_quantity == 0 and reload(ticket).remaining == 4
@@ -149,31 +140,31 @@ def test_refund_returns_capacity_voids_tickets_and_discount_use(place, client, s
     assert all(a.void for a in db.session.query(Admission).filter_by(order_id=order.id))
 
 
-def test_partial_refund_is_recorded_and_tickets_stay_valid(place, client, stripe_server):
-    ticket = make_ticket(price="20.00")
-    order = place(ticket, quantity=2)
-    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
-    outcome = deliver(client, stripe_server, stripe_server.refund(reload(order).stripe_payment_intent_id, amount=1500))
+def test_partial_refund_is_recorded_and_tickets_stay_valid(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(price="20.00")
+    order = place_order(ticket, quantity=2)
+    deliver(webhook, stripe_server.complete(order.stripe_checkout_session_id))
+    outcome = deliver(webhook, stripe_server.refund(reload(order).stripe_payment_intent_id, amount=1500))
     order = reload(order)
     assert outcome == ["partially refunded"]
     assert order.status == "paid" and order.refunded_amount == Decimal("15.00") and order.partially_refunded
     assert not any(a.void for a in order.admissions) and reload(ticket).sold_quantity == 2
 
 
-def test_refund_event_before_completed_event_ends_refunded(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket, quantity=3)
+def test_refund_event_before_completed_event_ends_refunded(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket, quantity=3)
     completed = stripe_server.complete(order.stripe_checkout_session_id)
     refunded = stripe_server.refund(stripe_server.sessions[order.stripe_checkout_session_id]["payment_intent"])
-    deliver(client, stripe_server, refunded, completed, refunded)
+    deliver(webhook, refunded, completed, refunded)
     assert reload(order).status == "refunded"
     assert (reload(ticket).sold_quantity, reload(ticket).held_quantity) == (0, 0)
 
 
-def test_refund_command_refunds_through_stripe_once(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket, quantity=2)
-    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
+def test_refund_command_refunds_through_stripe_once(place_order, client, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket, quantity=2)
+    deliver(webhook, stripe_server.complete(order.stripe_checkout_session_id))
     first = app_cli(client, "refund", str(order.id))
     second = app_cli(client, "refund", str(order.id))
     assert "refunded" in first and "only paid orders" in second
@@ -184,8 +175,8 @@ def test_refund_command_refunds_through_stripe_once(place, client, stripe_server
     assert len(refunds) == 1 and refunds[0].headers["Idempotency-Key"] == f"refund-order-{order.id}"
 
 
-def test_sweeper_pays_an_order_whose_event_never_arrived(place, stripe_server):
-    order = place(make_ticket())
+def test_sweeper_pays_an_order_whose_event_never_arrived(place_order, stripe_server, make, reload):
+    order = place_order(make.ticket())
     stripe_server.complete(order.stripe_checkout_session_id)
     db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id)
                        .values(created_at=utcnow() - timedelta(minutes=6)))
@@ -194,36 +185,36 @@ def test_sweeper_pays_an_order_whose_event_never_arrived(place, stripe_server):
     assert reload(order).status == "paid"
 
 
-def test_sweeper_expires_the_open_session_of_an_ended_hold(place, stripe_server):
-    ticket = make_ticket(capacity=1)
-    order = place(ticket)
+def test_sweeper_expires_the_open_session_of_an_ended_hold(place_order, stripe_server, make, reload):
+    ticket = make.ticket(capacity=1)
+    order = place_order(ticket)
     end_hold(order)
     sweep()
     assert stripe_server.sessions[order.stripe_checkout_session_id]["status"] == "expired"
     assert reload(order).status == "expired" and reload(ticket).remaining == 1
 
 
-def test_ended_holds_are_released_when_the_ticket_looks_sold_out(place):
-    ticket = make_ticket(capacity=1)
-    end_hold(place(ticket))
-    assert place(ticket, email="next@example.com").status == "pending"
+def test_ended_holds_are_released_when_the_ticket_looks_sold_out(place_order, make):
+    ticket = make.ticket(capacity=1)
+    end_hold(place_order(ticket))
+    assert place_order(ticket, email="next@example.com").status == "pending"
     with pytest.raises(SoldOut):
-        place(ticket, email="third@example.com")
+        place_order(ticket, email="third@example.com")
 
 
-def test_discount_max_uses_is_never_exceeded_under_concurrency(app, ctx):
+def test_discount_max_uses_is_never_exceeded_under_concurrency(place_order, app, ctx, make, reload):
     # Plain ids: a row object of the test's session must not be touched from other threads.
-    row = make_ticket(capacity=100)
+    row = make.ticket(capacity=100)
     ticket = SimpleNamespace(id=row.id, event_id=row.event_id)
-    code = make_discount("FEW", percent_off=20, max_uses=5)
+    code = make.discount("FEW", percent_off=20, max_uses=5)
     barrier = threading.Barrier(20)
     results = []
 
     def buy(i):
-        with app.app_context(), app.test_request_context():
+        with app.app_context():
             barrier.wait()
             try:
-                checkout(ticket, email=f"b{i}@example.com", discount_code="few")
+                place_order(ticket, email=f"b{i}@example.com", discount_code="few")
                 results.append("held")
             except SoldOut:
                 results.append("used up")
@@ -241,59 +232,61 @@ def test_discount_max_uses_is_never_exceeded_under_concurrency(app, ctx):
     assert db.session.query(TicketOrder).filter(TicketOrder.discount_code_id == code.id).count() == 5
 
 
-def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(place, client, stripe_server):
-    ticket = make_ticket()
-    make_discount("ONCE", amount_off=Decimal("5.00"), max_uses=1)
-    order = place(ticket, discount_code="once")
+def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(
+        place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    make.discount("ONCE", amount_off=Decimal("5.00"), max_uses=1)
+    order = place_order(ticket, discount_code="once")
     with pytest.raises(SoldOut, match="used up"):
-        place(ticket, discount_code="ONCE")
-    deliver(client, stripe_server, stripe_server.expire(order.stripe_checkout_session_id))
-    assert place(ticket, discount_code="Once").status == "pending"
+        place_order(ticket, discount_code="ONCE")
+    deliver(webhook, stripe_server.expire(order.stripe_checkout_session_id))
+    assert place_order(ticket, discount_code="Once").status == "pending"
     assert reload(db.session.query(DiscountCode).one()).reserved_count == 1
 
 
-def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_succeeds(place, client, stripe_server):
-    ticket = make_ticket(capacity=1)
-    late = place(ticket)
-    resell_after_hold_ends(late, place, client, stripe_server)
+def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_succeeds(
+        place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=1)
+    late = place_order(ticket)
+    resell_after_hold_ends(late, place_order, webhook, stripe_server)
 
     # A bank debit under way cannot be refunded yet: the order is flagged, nothing fails.
-    outcome = deliver(client, stripe_server, stripe_server.complete(late.stripe_checkout_session_id, payment_status="unpaid"))
+    outcome = deliver(webhook, stripe_server.complete(late.stripe_checkout_session_id, payment_status="unpaid"))
     assert outcome == ["unchanged: no seats to hold for the delayed payment"]
     assert reload(late).status == "expired" and reload(late).needs_attention
 
-    deliver(client, stripe_server, stripe_server.async_succeed(late.stripe_checkout_session_id))
+    deliver(webhook, stripe_server.async_succeed(late.stripe_checkout_session_id))
     assert reload(late).status == "refunded" and reload(ticket).sold_quantity == 1
 
 
-def test_a_refused_automatic_refund_is_flagged_not_retried_forever(place, client, stripe_server):
-    ticket = make_ticket(capacity=1)
-    late = place(ticket)
-    resell_after_hold_ends(late, place, client, stripe_server)
+def test_a_refused_automatic_refund_is_flagged_not_retried_forever(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=1)
+    late = place_order(ticket)
+    resell_after_hold_ends(late, place_order, webhook, stripe_server)
     completed = stripe_server.complete(late.stripe_checkout_session_id)
     intent_id = stripe_server.sessions[late.stripe_checkout_session_id]["payment_intent"]
     stripe_server.payment_intents[intent_id]["status"] = "requires_capture"  # so Stripe refuses to refund it
 
-    assert deliver(client, stripe_server, completed) == ["refund failed: flagged for attention"]
+    assert deliver(webhook, completed) == ["refund failed: flagged for attention"]
     late = reload(late)
     assert late.status == "expired" and "automatic refund failed" in late.attention_reason
 
 
-def test_stripe_showing_a_payment_for_a_refunded_order_flags_it(place, client, stripe_server):
-    order = place(make_ticket())
-    deliver(client, stripe_server, stripe_server.complete(order.stripe_checkout_session_id))
-    deliver(client, stripe_server, stripe_server.refund(reload(order).stripe_payment_intent_id))
+def test_stripe_showing_a_payment_for_a_refunded_order_flags_it(place_order, stripe_server, make, reload, webhook):
+    order = place_order(make.ticket())
+    deliver(webhook, stripe_server.complete(order.stripe_checkout_session_id))
+    deliver(webhook, stripe_server.refund(reload(order).stripe_payment_intent_id))
     # The refund failed at the bank afterwards: Stripe's charge is no longer refunded.
     charge_id = stripe_server.payment_intents[reload(order).stripe_payment_intent_id]["latest_charge"]
     stripe_server.charges[charge_id].update(amount_refunded=0, refunded=False)
-    deliver(client, stripe_server, stripe_server.event("charge.refund.updated", stripe_server.charges[charge_id]))
+    deliver(webhook, stripe_server.event("charge.refund.updated", stripe_server.charges[charge_id]))
     order = reload(order)
     assert order.status == "refunded" and order.needs_attention and "Stripe says paid" in order.attention_reason
 
 
-def test_sweeper_settles_other_orders_past_one_it_cannot(place, stripe_server):
-    stuck = place(make_ticket())
-    paid_unseen = place(make_ticket())
+def test_sweeper_settles_other_orders_past_one_it_cannot(place_order, stripe_server, make, reload):
+    stuck = place_order(make.ticket())
+    paid_unseen = place_order(make.ticket())
     stripe_server.complete(paid_unseen.stripe_checkout_session_id)
     stripe_server.sessions.pop(stuck.stripe_checkout_session_id)  # Stripe no longer shows this one
     db.session.execute(update(TicketOrder).values(created_at=utcnow() - timedelta(minutes=6)))
@@ -305,17 +298,18 @@ def test_sweeper_settles_other_orders_past_one_it_cannot(place, stripe_server):
     assert reload(stuck).status == "pending"
 
 
-def test_an_order_is_swept_by_one_sweeper_at_a_time(place, stripe_server):
-    order = place(make_ticket())
+def test_an_order_is_swept_by_one_sweeper_at_a_time(place_order, stripe_server, make):
+    place_order(make.ticket())
     db.session.execute(update(TicketOrder).values(created_at=utcnow() - timedelta(minutes=6)))
     db.session.commit()
     assert sweep() == {"unchanged: checkout still open": 1}
     assert sweep() == {}  # claimed a moment ago: another sweep leaves it alone
 
 
-def test_orders_from_before_holds_existed_are_settled_without_touching_held_seats(place, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_orders_from_before_holds_existed_are_settled_without_touching_held_seats(
+        place_order, stripe_server, make, reload):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     # As the old system wrote it: no hold, so its seats were never counted as held.
     db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id).values(
         hold_expires_at=None, created_at=utcnow() - timedelta(days=1)))

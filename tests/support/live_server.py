@@ -1,37 +1,28 @@
-"""Shops beyond the session ``app``: built from an environment, on their own database, served on loopback.
+"""The shop served by werkzeug on loopback, for tests that need a real HTTP server.
 
-The browser tests need a real HTTP server (Chromium and the Stripe stand-in both talk to it),
-and the sandbox tests need an app without a Stripe key on a database of its own, so they
-cannot share the session app. Only tests create these apps (STYLE habit 1).
+The browser tests need one: Chromium and the Stripe stand-in both talk to the shop over HTTP.
+A pytest plugin: ``with live_server(app) as url:`` serves ``app`` until the block ends.
 """
+import contextlib
 import threading
 
-import sqlalchemy as sa
+import pytest
 from werkzeug.serving import make_server
 
-from shop.extensions import db
+
+@pytest.fixture(scope="session")
+def live_server():
+    """``with live_server(app) as url:`` serves ``app`` on a free loopback port until the block ends."""
+    return _serve
 
 
-def sandbox_environment(database_url):
-    """What a shop with no Stripe key runs with: the settings that would pick Stripe are blanked, not inherited."""
-    return {
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "test-secret-key",
-        "SHOP_CURRENCY": "usd",
-        "STRIPE_SECRET_KEY": "",
-        "STRIPE_WEBHOOK_SECRET": "",
-        "STRIPE_API_BASE": "",
-    }
-
-
-def drop_database(app):
-    """Release ``app``'s connections and drop its database."""
-    with app.app_context():
-        name = db.engine.url.database
-        db.session.remove()
-        with db.engine.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        db.engine.dispose()
+@contextlib.contextmanager
+def _serve(app):
+    server = LiveServer(app).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 class LiveServer:
