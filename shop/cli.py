@@ -26,7 +26,8 @@ def _when(value):
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30:00+01:00") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30:00+01:00") from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed
@@ -37,7 +38,8 @@ def _money(value):
         amount = Decimal(value)
     except InvalidOperation:
         raise click.BadParameter(f"{value!r} is not an amount like 20.00") from None
-    if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")) or amount >= Decimal("100000000"):
+    if (not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01"))
+            or amount >= Decimal("100000000")):
         raise click.BadParameter(f"{value!r} must be a non-negative amount with at most two decimals")
     return amount
 
@@ -113,7 +115,8 @@ DEMO_EVENTS = [
     ("Night of the Modular Synths", "The Warehouse, Berlin", 21,
      "Six artists, forty patch cables, one long night.", [("Standing", "25.00", 300), ("Balcony", "45.00", 40)]),
     ("PyCon Lightning Evening", "Community Hall, Leeds", 35,
-     "Five-minute talks on everything Python, with pizza.", [("General admission", "10.00", 120), ("Supporter", "30.00", 20)]),
+     "Five-minute talks on everything Python, with pizza.",
+     [("General admission", "10.00", 120), ("Supporter", "30.00", 20)]),
     ("String Quartet at Dawn", "Botanic Garden Glasshouse", 50,
      "Haydn and Shostakovich as the sun comes up.", [("Seat", "35.00", 60)]),
 ]
@@ -181,7 +184,8 @@ def poll():
 
 
 @shop_cli.command("aws-setup")
-@click.option("--event-source", help="Stripe's partner event source, aws.partner/stripe.com/ed_…; its bus is created if missing.")
+@click.option("--event-source",
+              help="Stripe's partner event source, aws.partner/stripe.com/ed_…; its bus is created if missing.")
 @click.option("--event-bus", help="An existing event bus to put the rule on, instead of --event-source.")
 @click.option("--queue-name", default=DEFAULT_QUEUE, show_default=True, help="The SQS queue; its DLQ is <name>-dlq.")
 @click.option("--rule-name", default=DEFAULT_RULE, show_default=True)
@@ -198,7 +202,8 @@ def aws_setup(event_source, event_bus, queue_name, rule_name, region):
 
 
 @shop_cli.command("doctor")
-@click.option("--event-source", help="Stripe's partner event source (default: looked up by its aws.partner/stripe.com prefix).")
+@click.option("--event-source",
+              help="Stripe's partner event source (default: looked up by its aws.partner/stripe.com prefix).")
 @click.option("--event-bus", help="The bus the rule is on (default: the partner event source's bus).")
 def doctor(event_source, event_bus):
     """Check every link from Stripe to a paid order, one line each; exits 1 when any check FAILs."""

@@ -3,9 +3,9 @@
     python -m tests.bench_eventbridge [N]      (from the repository root; N defaults to 25)
 
 Everything runs on loopback: moto's server for EventBridge and SQS (set up by aws-setup),
-the local Stripe server, and its own MariaDB database (``BENCH_DATABASE_URL``, default
-``shop_bench`` on the test server). The poller runs as the server runs it, with the
-production long poll of 20 s. Not a test: nothing is asserted.
+the local Stripe server, and its own MariaDB database (``BENCH_DATABASE_URL``, by default a
+new one on the test server named after TEST_DATABASE_URL's and dropped afterwards). The poller
+runs as the server runs it, with the production long poll of 20 s. Not a test: nothing is asserted.
 """
 import logging
 import os
@@ -17,23 +17,19 @@ from flask_migrate import upgrade
 from moto.server import ThreadedMotoServer
 
 from shop import create_app
-from shop.ops import background
 from shop.extensions import db
 from shop.models import TicketOrder
+from shop.ops import background
 from shop.ops.aws_setup import provision
-from tests.apps import create_database, database_url
-from tests.aws import Aws, aws_environment
-from tests.conftest import shop_environment
-from tests.factories import checkout, make_ticket
-from tests.stripe_server import FakeStripe
-
-DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", database_url("shop_bench"))
+from tests.support.apps import STRIPE_KEY, TestDatabases, shop_environment
+from tests.support.aws import Aws
+from tests.support.factories import Factories, OrderPlacer
+from tests.support.stripe_server import FakeStripe
 
 
-def put_to_paid_seconds(app, aws, stripe, ticket):
+def put_to_paid_seconds(place_order, aws, stripe, ticket):
     """One payment: place an order, let Stripe complete it, put the event on the bus, time until it is paid."""
-    with app.test_request_context():
-        order, _ = checkout(ticket, quantity=1)
+    order = place_order(ticket, quantity=1)
     event = stripe.complete(order.checkout_ref)
     started = time.perf_counter()
     aws.put_stripe_event(event, bus="stripe-bus")
@@ -48,15 +44,20 @@ def put_to_paid_seconds(app, aws, stripe, ticket):
 
 def main(n):
     logging.basicConfig(level=logging.WARNING)
+    databases = TestDatabases()
+    if os.environ.get("BENCH_DATABASE_URL"):
+        database_url = databases.recreate(os.environ["BENCH_DATABASE_URL"])
+    else:
+        database_url = databases.create("bench")
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
-    os.environ.update(aws_environment(f"http://{host}:{port}"))
-    stripe = FakeStripe(api_key="sk_test_shop").start()
     aws = Aws(f"http://{host}:{port}")
+    os.environ.update(aws.environment)
+    aws.connect()
+    stripe = FakeStripe(api_key=STRIPE_KEY).start()
     aws.events.create_event_bus(Name="stripe-bus")
-    create_database(DATABASE_URL)
-    os.environ.update(shop_environment(stripe, database_url=DATABASE_URL, SHOP_SQS_WAIT_SECONDS="20"))
+    os.environ.update(shop_environment(database_url=database_url, stripe_url=stripe.url, SHOP_SQS_WAIT_SECONDS="20"))
     with create_app().app_context():
         upgrade()
         os.environ["SQS_QUEUE_URL"] = provision(lambda line: None, event_bus="stripe-bus")
@@ -64,13 +65,17 @@ def main(n):
     background.start(app)
     try:
         with app.app_context():
-            ticket = make_ticket(capacity=n + 10)
-            put_to_paid_seconds(app, aws, stripe, ticket)  # warm-up: first connections, imports
-            times = sorted(put_to_paid_seconds(app, aws, stripe, ticket) for _ in range(n))
+            ticket = Factories().ticket(capacity=n + 10)
+            place_order = OrderPlacer(app)
+            put_to_paid_seconds(place_order, aws, stripe, ticket)  # warm-up: first connections, imports
+            times = sorted(put_to_paid_seconds(place_order, aws, stripe, ticket) for _ in range(n))
+            db.session.remove()
+            db.engine.dispose()
     finally:
         background.stop()
         stripe.stop()
         moto.stop()
+        databases.drop_all()
     ms = [t * 1000 for t in times]
     print(f"put_events → order paid, N={n}: median {statistics.median(ms):.0f} ms, "
           f"p90 {ms[int(0.9 * (n - 1))]:.0f} ms, worst {ms[-1]:.0f} ms, best {ms[0]:.0f} ms")

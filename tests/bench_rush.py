@@ -21,11 +21,16 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ProcessPoolExecutor
-from types import SimpleNamespace
 
-from tests.apps import app_on_new_database, database_url
-from tests.conftest import STRIPE_KEY
-from tests.gunicorn_server import gunicorn_server
+from tests.support.apps import (
+    STRIPE_KEY,
+    TestDatabases,
+    app_from_environment,
+    build_schema,
+    release_connections,
+    shop_environment,
+)
+from tests.support.gunicorn_server import gunicorn_server
 
 WRK_CHECKOUT = """
 wrk.method = "POST"
@@ -55,7 +60,9 @@ def _ms(out, label):
 
 
 def rush(url, buyers):
-    """``buyers`` threads POST one checkout each, released together; returns (statuses, their latencies in ms, seconds)."""
+    """``buyers`` threads POST one checkout each, released together.
+
+    Returns (statuses, their latencies in ms, seconds)."""
     barrier = threading.Barrier(buyers + 1)
     results = []
 
@@ -97,20 +104,30 @@ def main():
 
     # The Stripe stand-in and the rush's client threads each get a process of their own, so
     # neither competes with the other for one interpreter's lock.
-    stripe_process = subprocess.Popen([sys.executable, "-m", "tests.stripe_server", STRIPE_KEY, str(args.stripe_latency)],
-                                      stdout=subprocess.PIPE, text=True)
-    stripe_server = SimpleNamespace(url=stripe_process.stdout.readline().strip())
-    db_url = database_url("shop_bench")
-    app = app_on_new_database({"DATABASE_URL": db_url, "SECRET_KEY": "bench-only-7d2e9a41c6b03f58e1a7",
-                               "STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": stripe_server.url,
-                               "SHOP_BASE_URL": "http://127.0.0.1"})
-    runner = app.test_cli_runner()
-    runner.invoke(args=["shop", "create-event", "--title", "Bench", "--venue", "Hall", "--starts-at", "2099-01-01T20:00"])
-    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Unlimited", "--price", "10.00", "--capacity", "10000000"])
-    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Rush", "--price", "10.00", "--capacity", str(args.capacity)])
+    stripe_process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.stripe_server", STRIPE_KEY, str(args.stripe_latency)],
+        stdout=subprocess.PIPE, text=True)
+    stripe_url = stripe_process.stdout.readline().strip()
+    databases = TestDatabases()
+    try:
+        return run(args, shop_environment(database_url=databases.create("bench"), stripe_url=stripe_url))
+    finally:
+        stripe_process.terminate()
+        databases.drop_all()
 
-    extra = {"WEB_CONCURRENCY": str(args.workers)} if args.workers else {}
-    with gunicorn_server(stripe_server, database_url=db_url, **extra) as served:
+
+def run(args, env):
+    """Fill the catalogue, serve the shop under gunicorn with ``env`` and measure; 0 when the rush went right."""
+    app = app_from_environment(env)
+    build_schema(app)
+    runner = app.test_cli_runner()
+    runner.invoke(args=["shop", "create-event", "--title", "Bench", "--venue", "Hall",
+                        "--starts-at", "2099-01-01T20:00"])
+    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Unlimited", "--price", "10.00", "--capacity", "10000000"])
+    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Rush", "--price", "10.00",
+                        "--capacity", str(args.capacity)])
+
+    with gunicorn_server(env, workers=args.workers) as served:
         base = served.url
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(WRK_CHECKOUT)
@@ -118,11 +135,13 @@ def main():
         rows = [
             ("baseline GET /healthz", wrk(f"{base}/healthz", args.seconds, args.connections)),
             ("GET /events/1 (event page)", wrk(f"{base}/events/1", args.seconds, args.connections)),
-            ("POST checkout (sustained)", wrk(f"{base}/events/1/tickets/1/checkout", args.seconds, args.connections, script.name)),
+            ("POST checkout (sustained)",
+             wrk(f"{base}/events/1/tickets/1/checkout", args.seconds, args.connections, script.name)),
         ]
         os.unlink(script.name)
         with ProcessPoolExecutor(1) as client:
-            statuses, latencies, seconds = client.submit(rush, f"{base}/events/1/tickets/2/checkout", args.buyers).result()
+            statuses, latencies, seconds = client.submit(
+                rush, f"{base}/events/1/tickets/2/checkout", args.buyers).result()
         with open(served.log_path) as log:
             retries = sum("lock conflict" in line for line in log)
 
@@ -130,13 +149,15 @@ def main():
     for name, r in rows:
         print(f"{name:32} {r['rps']:9.1f} {r['p50']:8.1f} {r['p99']:8.1f} {r['non_2xx']:8d}")
     held = statuses.count(201)
-    to_redirect = sorted(ms for s, ms in zip(statuses, latencies) if s == 201)
-    print(f"\nrush: {args.buyers} buyers at once for {args.capacity} seats: {held} held, {statuses.count(409)} told sold out, "
+    to_redirect = sorted(ms for s, ms in zip(statuses, latencies, strict=True) if s == 201)
+    print(f"\nrush: {args.buyers} buyers at once for {args.capacity} seats: {held} held, "
+          f"{statuses.count(409)} told sold out, "
           f"{sum(1 for s in statuses if s >= 500)} 5xx, in {seconds:.2f} s = {args.buyers / seconds:.0f} checkouts/s")
-    print(f"  to the checkout redirect: p50 {statistics.median(to_redirect):.0f} ms, p99 {percentile(to_redirect, 99):.0f} ms; "
+    print(f"  to the checkout redirect: p50 {statistics.median(to_redirect):.0f} ms, "
+          f"p99 {percentile(to_redirect, 99):.0f} ms; "
           f"to any answer: p50 {statistics.median(latencies):.0f} ms, p99 {percentile(sorted(latencies), 99):.0f} ms")
     print(f"lock retries (deadlock or lock-wait timeout, retried): {retries}")
-    stripe_process.terminate()
+    release_connections(app)
     return 0 if held == args.capacity and not any(s >= 500 for s in statuses) else 1
 
 

@@ -1,17 +1,36 @@
-"""Fixtures: the app on a MariaDB database the tests create (see ``tests/apps.py``), and a local Stripe server.
+"""Fixtures: the shop on MariaDB databases of this run's own, a local Stripe, and what tests do with them.
 
-The tables are emptied between tests.
+Ask for them by name; nothing here is imported by a test module. Moto (``aws``), werkzeug
+(``live_server``) and gunicorn (``gunicorn_shop``) come from the plugins in ``tests/support/``.
+
+- ``app``, ``ctx``, ``client``, ``form_client``, ``csrf_client``: the session's shop and its clients;
+  the tables are emptied after each test that used ``app``.
+- ``make``: factories (``make.ticket(capacity=5)``…); ``reload(row)``: the row as the database has it now.
+- ``place_order(ticket, quantity=…)``: a pending order placed through the real checkout service.
+- ``auth.login(user)`` / ``auth.logout()``; ``webhook.post(event)``: a Stripe event, signed, to the route.
+- ``shop_env(…)``: the environment of a shop process; ``shop_app(…)``: another app built from it,
+  on the session's database or on a new one; ``empty_tables(app)``; ``wait_until(predicate)``.
 """
-import json
+import contextlib
+import time
 
 import pytest
 
 from shop.extensions import db
-from tests.apps import TEST_DATABASE_URL, app_on_new_database, empty_tables
-from tests.stripe_server import FakeStripe
+from tests.support.apps import (
+    STRIPE_KEY,
+    TestDatabases,
+    app_from_environment,
+    build_schema,
+    empty_tables,
+    release_connections,
+    shop_environment,
+)
+from tests.support.clients import AuthActions, WebhookSender, csrf_token
+from tests.support.factories import Factories, HoldActions, OrderPlacer, reload
+from tests.support.stripe_server import FakeStripe
 
-WEBHOOK_SECRET = "whsec_test_secret"
-STRIPE_KEY = "sk_test_shop"
+pytest_plugins = ["tests.support.aws", "tests.support.gunicorn_server", "tests.support.live_server"]
 
 
 @pytest.fixture(scope="session")
@@ -22,29 +41,62 @@ def stripe_server():
     server.stop()
 
 
-def shop_environment(stripe_server, database_url=TEST_DATABASE_URL, **extra):
-    """The environment variables a shop process under test runs with."""
-    env = {
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "tests-only-4f1c9e27b8d05a63c2e9f71b",
-        "STRIPE_SECRET_KEY": STRIPE_KEY,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_API_BASE": stripe_server.url,
-        "SHOP_CURRENCY": "usd",
-        "SHOP_BASE_URL": "http://localhost",  # the Flask test client's host
-        "RATELIMIT_ENABLED": "false",  # the rate-limit tests switch them on for their own app
-        # Most tests place many orders from one address and email; the caps have tests of their own.
-        "SHOP_MAX_PENDING_PER_BUYER": "0",
-        "SHOP_MAX_PENDING_PER_IP": "0",
-    }
-    env.update(extra)
-    return env
+@pytest.fixture(scope="session")
+def test_databases():
+    """This run's databases on the test server (new names every run and every xdist worker), dropped at the end."""
+    databases = TestDatabases()
+    yield databases
+    databases.drop_all()
 
 
 @pytest.fixture(scope="session")
-def app(stripe_server):
-    """The shop on a fresh MariaDB database built by the migrations, talking to the local Stripe."""
-    return app_on_new_database(shop_environment(stripe_server), {"TESTING": True})
+def database_url(test_databases):
+    """The session's database: where ``app`` and every shop built by ``shop_env()`` keep their rows."""
+    return test_databases.create()
+
+
+@pytest.fixture(scope="session")
+def shop_env(stripe_server, database_url):
+    """``shop_env(sandbox=False, database_url=…, aws=…, queue_url=…, **settings)``: the environment a shop
+    process under test runs with (see ``tests/support/apps.py``); by default on the session's database
+    and the local Stripe; with ``sandbox=True`` without any Stripe setting."""
+    def build(**options):
+        options.setdefault("database_url", database_url)
+        options.setdefault("stripe_url", stripe_server.url)
+        return shop_environment(**options)
+    return build
+
+
+@pytest.fixture(scope="session")
+def shop_app(shop_env, test_databases):
+    """``with shop_app(**options) as app:`` a shop app as a process started with ``shop_env(**options)``
+    would build it (another worker, a misconfigured process…); its connections are closed afterwards.
+
+    ``new_database="purpose"`` puts it on a database of its own, built by the migrations and dropped
+    afterwards; ``testing=False`` leaves Flask's TESTING off.
+    """
+    @contextlib.contextmanager
+    def build(new_database=None, testing=True, **options):
+        if new_database:
+            options["database_url"] = test_databases.create(new_database)
+        app = app_from_environment(shop_env(**options), {"TESTING": True} if testing else None)
+        try:
+            if new_database:
+                build_schema(app)
+            yield app
+        finally:
+            release_connections(app)
+            if new_database:
+                test_databases.drop(options["database_url"])
+    return build
+
+
+@pytest.fixture(scope="session")
+def app(shop_app):
+    """The shop on the session's database built by the migrations, talking to the local Stripe."""
+    with shop_app() as app:
+        build_schema(app)
+        yield app
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +105,12 @@ def _clean_tables(request):
     yield
     if "app" in request.fixturenames:
         empty_tables(request.getfixturevalue("app"))
+
+
+@pytest.fixture(name="empty_tables", scope="session")
+def empty_tables_fixture():
+    """``empty_tables(app)``: delete every row of a shop app's database (``app``'s own are emptied anyway)."""
+    return empty_tables
 
 
 @pytest.fixture
@@ -76,30 +134,62 @@ def form_client(app, client):
     app.config["WTF_CSRF_ENABLED"] = True
 
 
-def login(client, user, password="correct horse battery"):
-    """Log ``user`` in through the login form (the client must skip CSRF)."""
-    response = client.post("/login", data={"email": user.email, "password": password})
-    assert response.status_code == 302, response.get_data(as_text=True)
-
-
 @pytest.fixture
 def csrf_client(app):
     """A client for form posts with CSRF enforced: ``csrf_client.token(path)`` reads the page's token."""
     client = app.test_client()
-
-    def token(path):
-        import re
-        page = client.get(path).get_data(as_text=True)
-        return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
-
-    client.token = token
+    client.token = lambda path: csrf_token(client, path)
     return client
 
 
-def post_webhook(client, stripe_server, event, secret=WEBHOOK_SECRET, timestamp=None, header=None):
-    """POST a Stripe event to the webhook route, signed as Stripe signs it (or with ``header``)."""
-    payload = json.dumps(event)
-    if header is None:
-        header = stripe_server.sign(payload, secret, timestamp)
-    return client.post("/webhooks/stripe", data=payload, content_type="application/json",
-                       headers={"Stripe-Signature": header})
+@pytest.fixture
+def auth(form_client):
+    """``auth.login(user, password=…)`` and ``auth.logout()`` through the forms, on ``form_client``."""
+    return AuthActions(form_client)
+
+
+@pytest.fixture
+def webhook(client, stripe_server):
+    """``webhook.post(event, secret=…, timestamp=…, header=…, client=…)``: the event POSTed to the
+    webhook route, signed as Stripe signs it (on ``client`` unless another one is given)."""
+    return WebhookSender(client, stripe_server)
+
+
+@pytest.fixture
+def make():
+    """Factories writing to the database of the app context in force: ``make.event()``, ``make.ticket()``,
+    ``make.discount()``, ``make.user()``."""
+    return Factories()
+
+
+@pytest.fixture
+def holds():
+    """``holds.end(order)`` (its 30 minutes passed) and ``holds.release_unconfirmed(order)`` (freed on the
+    database's word alone, as older code did)."""
+    return HoldActions()
+
+
+@pytest.fixture(name="reload")
+def reload_fixture():
+    """``reload(row)``: the row as the database has it now."""
+    return reload
+
+
+@pytest.fixture
+def place_order(app, ctx):
+    """``place_order(ticket, quantity=1, email=…, discount_code="", user=None)``: a pending order placed through
+    the real checkout service, in a request context of its own; callable from other threads too."""
+    return OrderPlacer(app)
+
+
+@pytest.fixture(scope="session")
+def wait_until():
+    """``wait_until(predicate, timeout=10.0)``: poll until it is true; fail the test after ``timeout`` seconds."""
+    def wait(predicate, timeout=10.0, interval=0.02):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(interval)
+        raise AssertionError(f"not true within {timeout} s: {predicate.__doc__ or predicate}")
+    return wait

@@ -8,8 +8,7 @@ from shop.extensions import db
 from shop.models import PaymentEvent
 from shop.models.base import utcnow
 from shop.ops.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, event_pattern
-from tests.aws import STRIPE_SOURCE, aws, envelope, moto_server, shop_app  # noqa: F401 (fixtures)
-from tests.factories import checkout, make_ticket
+from tests.support.aws import STRIPE_SOURCE
 
 BUS = "stripe-bus"  # moto keeps only the last /-segment of a bus name in rule calls: a plain name here
 
@@ -39,15 +38,20 @@ def provisioned(app, aws):
     return aws.sqs.get_queue_url(QueueName=DEFAULT_QUEUE)["QueueUrl"]
 
 
-def doctor(stripe_server, aws, queue_url):
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as app, app.app_context():
-        # Its own context on top: the CLI runs in the current one, which may be the test's `ctx`.
-        result = app.test_cli_runner().invoke(args=["shop", "doctor", "--event-source", STRIPE_SOURCE, "--event-bus", BUS])
-    return result.exit_code, result.output
+@pytest.fixture
+def doctor(shop_app, aws):
+    """``doctor(queue_url)``: run ``flask shop doctor`` in a shop configured for the queue; (exit code, output)."""
+    def run(queue_url):
+        with shop_app(aws=aws, queue_url=queue_url) as app, app.app_context():
+            # Its own context on top: the CLI runs in the current one, which may be the test's `ctx`.
+            result = app.test_cli_runner().invoke(
+                args=["shop", "doctor", "--event-source", STRIPE_SOURCE, "--event-bus", BUS])
+        return result.exit_code, result.output
+    return run
 
 
 def line(output, name):
-    return next(l for l in output.splitlines() if l.split(" ", 1)[1].lstrip().startswith(f"{name}:"))
+    return next(text for text in output.splitlines() if text.split(" ", 1)[1].lstrip().startswith(f"{name}:"))
 
 
 def test_aws_setup_twice_leaves_identical_resources(app, aws):
@@ -87,41 +91,43 @@ def test_aws_setup_names_a_missing_bus(app, aws):
     assert "there is no event bus stripe-bus: pass the partner event source with --event-source" in result.output
 
 
-def test_doctor_passes_on_a_path_set_up_by_aws_setup(app, aws, stripe_server, provisioned):
-    code, output = doctor(stripe_server, aws, provisioned)
+def test_doctor_passes_on_a_path_set_up_by_aws_setup(provisioned, doctor):
+    code, output = doctor(provisioned)
     assert code == 0, output
-    assert not [l for l in output.splitlines() if l.startswith("FAIL")]
+    assert not [text for text in output.splitlines() if text.startswith("FAIL")]
     for name in ("stripe key", "webhook secret", "database", "queue", "dead-letter queue", "partner event source",
                  "rule", "queue policy", "unprocessed events", "order_id in metadata", "pending past checkout expiry"):
         assert line(output, name).startswith("OK"), line(output, name)
     assert line(output, "delivery eventbridge").startswith("WARN")  # nothing has arrived yet
 
 
-def test_doctor_reports_a_disabled_rule(app, aws, stripe_server, provisioned):
+def test_doctor_reports_a_disabled_rule(aws, provisioned, doctor):
     aws.events.disable_rule(Name=DEFAULT_RULE, EventBusName=BUS)
-    code, output = doctor(stripe_server, aws, provisioned)
+    code, output = doctor(provisioned)
     assert code == 1
-    assert line(output, "rule").startswith("FAIL rule: events not reaching: shop-stripe-to-sqs on stripe-bus is DISABLED")
+    assert line(output, "rule").startswith(
+        "FAIL rule: events not reaching: shop-stripe-to-sqs on stripe-bus is DISABLED")
     assert "fix: flask --app wsgi shop aws-setup --event-bus stripe-bus" in line(output, "rule")
 
 
-def test_doctor_reports_the_old_systems_exact_source_rule(app, aws, stripe_server, provisioned):
+def test_doctor_reports_the_old_systems_exact_source_rule(aws, provisioned, doctor):
     aws.events.put_rule(Name=DEFAULT_RULE, EventBusName=BUS, EventPattern=json.dumps({"source": ["stripe.com"]}))
-    code, output = doctor(stripe_server, aws, provisioned)
+    code, output = doctor(provisioned)
     assert code == 1
     assert f'matches source ["stripe.com"], but Stripe\'s events carry {STRIPE_SOURCE}' in line(output, "rule")
 
 
-def test_doctor_reports_a_missing_queue(app, aws, stripe_server, provisioned):
+def test_doctor_reports_a_missing_queue(aws, provisioned, doctor):
     aws.sqs.delete_queue(QueueUrl=provisioned)
-    code, output = doctor(stripe_server, aws, provisioned)
+    code, output = doctor(provisioned)
     assert code == 1
     assert line(output, "queue").startswith(f"FAIL queue: events not reaching: {provisioned} cannot be read")
 
 
-def test_doctor_names_events_received_but_not_processed_and_missing_order_ids(app, ctx, aws, stripe_server, provisioned):
+def test_doctor_names_events_received_but_not_processed_and_missing_order_ids(
+        ctx, aws, provisioned, doctor, place_order, make):
     dlq_url = aws.sqs.get_queue_url(QueueName=f"{DEFAULT_QUEUE}-dlq")["QueueUrl"]
-    aws.sqs.send_message(QueueUrl=dlq_url, MessageBody=envelope(None))
+    aws.sqs.send_message(QueueUrl=dlq_url, MessageBody=aws.envelope(None))
     long_ago = utcnow() - timedelta(hours=1)
     db.session.add_all([
         PaymentEvent(id="evt_stuck", type="checkout.session.completed", delivered_by="eventbridge",
@@ -130,18 +136,18 @@ def test_doctor_names_events_received_but_not_processed_and_missing_order_ids(ap
                     processed_at=long_ago, outcome="ignored: no_order_id", outcome_kind="ignored",
                     outcome_reason="no_order_id"),
     ])
-    ticket = make_ticket()
-    with app.test_request_context():
-        order, _ = checkout(ticket)
+    order = place_order(make.ticket())
     order.hold_expires_at = long_ago
     db.session.commit()
 
-    code, output = doctor(stripe_server, aws, provisioned)
+    code, output = doctor(provisioned)
 
     assert code == 1
     assert line(output, "dead-letter queue").startswith(
         "FAIL dead-letter queue: events received but not processed: 1 message in shop-stripe-events-dlq")
     assert line(output, "unprocessed events").startswith(
         "FAIL unprocessed events: events received but not processed: 1 event (latest evt_stuck")
-    assert line(output, "order_id in metadata").startswith("WARN order_id in metadata: order_id missing from metadata: 1 event")
-    assert line(output, "pending past checkout expiry").startswith("FAIL pending past checkout expiry: 1 order still pending")
+    assert line(output, "order_id in metadata").startswith(
+        "WARN order_id in metadata: order_id missing from metadata: 1 event")
+    assert line(output, "pending past checkout expiry").startswith(
+        "FAIL pending past checkout expiry: 1 order still pending")

@@ -6,16 +6,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.gunicorn_server import gunicorn_server
+from tests.support.gunicorn_server import gunicorn_server
+
+pytestmark = pytest.mark.slow  # a real gunicorn
 
 FIVE_MB = 5 * 1024 * 1024
 CHUNK = b" " * 65536
 
 
 @pytest.fixture(scope="module")
-def one_worker(app, stripe_server):
+def one_worker(app, shop_env):
     """gunicorn with one worker (so every request meets the same process) and that worker's pid."""
-    with gunicorn_server(stripe_server, workers=1) as served:
+    with gunicorn_server(shop_env(), workers=1) as served:
         with open(served.log_path) as log:
             pid = int(re.search(r"Booting worker with pid: (\d+)", log.read()).group(1))
         yield served.url, pid

@@ -13,14 +13,14 @@ from playwright.sync_api import expect, sync_playwright
 
 from shop.extensions import db
 from shop.models import Admission, DeliveryPath, PaymentEvent, TicketOrder, User
-from tests.apps import app_from_environment, app_on_new_database, database_url
-from tests.conftest import STRIPE_KEY, WEBHOOK_SECRET, shop_environment
-from tests.factories import make_event, make_ticket, reload
-from tests.live_server import LiveServer, drop_database, sandbox_environment
-from tests.stripe_server import FakeStripe
+from tests.support.apps import STRIPE_KEY, WEBHOOK_SECRET
+from tests.support.stripe_server import FakeStripe
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (Debian's chromium package)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (Debian's chromium package)"),
+]
 
 PASSWORD = "correct horse battery"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -45,38 +45,26 @@ def page(browser):
 
 
 @pytest.fixture(scope="module")
-def stripe_shop(app):
+def stripe_shop(app, shop_app, live_server):
     """The shop on the session's test database, talking to a FakeStripe that delivers webhooks to it.
 
     Depending on ``app`` makes conftest build the database and empty its tables after each test.
     """
     stripe = FakeStripe(api_key=STRIPE_KEY).start()
-    shop_app = app_from_environment(shop_environment(stripe))
-    server = serve(shop_app)
-    stripe.webhook_url, stripe.webhook_secret = f"{server.url}/webhooks/stripe", WEBHOOK_SECRET
-    yield SimpleNamespace(url=server.url, stripe=stripe)
-    server.stop()
+    with shop_app(stripe_url=stripe.url, testing=False) as served_app, live_server(served_app) as url:
+        stripe.webhook_url, stripe.webhook_secret = f"{url}/webhooks/stripe", WEBHOOK_SECRET
+        yield SimpleNamespace(url=url, stripe=stripe)
     stripe.stop()
 
 
 @pytest.fixture(scope="module")
-def sandbox_shop():
+def sandbox_shop(shop_app, live_server):
     """A shop without STRIPE_SECRET_KEY on its own database, seeded by ``flask shop seed-demo``."""
-    app = app_on_new_database(sandbox_environment(database_url("browser_sandbox")))
-    seeded = app.test_cli_runner().invoke(args=["shop", "seed-demo"])
-    assert seeded.exit_code == 0, seeded.output
-    server = serve(app)
-    yield SimpleNamespace(url=server.url, app=app)
-    server.stop()
-    drop_database(app)
-
-
-def serve(app):
-    """Serve ``app`` on a free loopback port, under that address: the port is known only once the server
-    listens, so the base URL (and the Host names trusted with it) are set then."""
-    server = LiveServer(app).start()
-    app.config.update(SHOP_BASE_URL=server.url, TRUSTED_HOSTS=["127.0.0.1"])
-    return server
+    with shop_app(sandbox=True, new_database="browser_sandbox", testing=False) as app:
+        seeded = app.test_cli_runner().invoke(args=["shop", "seed-demo"])
+        assert seeded.exit_code == 0, seeded.output
+        with live_server(app) as url:
+            yield SimpleNamespace(url=url, app=app)
 
 
 def buy(page, ticket_id, quantity, email):
@@ -92,9 +80,10 @@ def assert_png(path):
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, f"{path} is not a screenshot"
 
 
-def test_registered_buyer_pays_on_stripe_and_finds_two_tickets_on_the_profile(stripe_shop, page, ctx, tmp_path):
+def test_registered_buyer_pays_on_stripe_and_finds_two_tickets_on_the_profile(
+        stripe_shop, page, ctx, tmp_path, make, reload):
     shop, stripe = stripe_shop.url, stripe_shop.stripe
-    ticket = make_ticket(make_event(title="Night of the Modular Synths"), name="Standing", price="25.00", capacity=50)
+    ticket = make.ticket(make.event(title="Night of the Modular Synths"), name="Standing", price="25.00", capacity=50)
 
     page.goto(f"{shop}/register")
     page.get_by_label("Email").fill("Fan@Example.com")
@@ -149,9 +138,10 @@ def cancel_on_stripe(page, shop, stripe, ticket, quantity):
     page.get_by_role("button", name="Cancel my checkout").click()
 
 
-def test_guest_who_cancels_on_stripe_is_told_nothing_was_charged_and_the_seats_return(stripe_shop, page, ctx):
+def test_guest_who_cancels_on_stripe_is_told_nothing_was_charged_and_the_seats_return(
+        stripe_shop, page, ctx, make, reload):
     shop, stripe = stripe_shop.url, stripe_shop.stripe
-    ticket = make_ticket(make_event(title="String Quartet at Dawn"), name="Seat", price="35.00", capacity=5)
+    ticket = make.ticket(make.event(title="String Quartet at Dawn"), name="Seat", price="35.00", capacity=5)
 
     cancel_on_stripe(page, shop, stripe, ticket, 3)
 
@@ -167,10 +157,11 @@ def test_guest_who_cancels_on_stripe_is_told_nothing_was_charged_and_the_seats_r
     assert stripe.sessions[order.checkout_ref]["payment_intent"] is None
 
 
-def test_cancel_page_calls_the_order_cancelled_even_when_stripes_expiry_webhook_came_first(stripe_shop, page, ctx):
+def test_cancel_page_calls_the_order_cancelled_even_when_stripes_expiry_webhook_came_first(
+        stripe_shop, page, ctx, make):
     """Expiring the session makes Stripe send checkout.session.expired; here it lands before the page's re-read."""
     shop, stripe = stripe_shop.url, stripe_shop.stripe
-    ticket = make_ticket(name="Seat", price="35.00", capacity=5)
+    ticket = make.ticket(name="Seat", price="35.00", capacity=5)
 
     cancel_on_stripe(page, shop, stripe, ticket, 1)
 

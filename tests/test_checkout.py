@@ -10,8 +10,6 @@ from shop.models import TicketOrder
 from shop.models.base import utcnow
 from shop.payments import order_token
 from shop.services.checkout import UNUSABLE_CODE
-from tests.conftest import login
-from tests.factories import make_discount, make_event, make_ticket, make_user, reload
 
 
 def order_count():
@@ -23,21 +21,21 @@ def buy(client, ticket, **fields):
     return client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout", data=data)
 
 
-def test_event_page_lists_ticket_types_with_prices_and_seats_left(ctx, client):
-    ticket = make_ticket(name="Balcony", price="45.00", capacity=40, sold_quantity=5)
+def test_event_page_lists_ticket_types_with_prices_and_seats_left(ctx, client, make):
+    ticket = make.ticket(name="Balcony", price="45.00", capacity=40, sold_quantity=5)
     page = client.get(f"/events/{ticket.event_id}").get_data(as_text=True)
     assert "Balcony" in page and "45.00 USD" in page and "35 left" in page
 
 
-def test_index_lists_upcoming_events_only(ctx, client):
-    make_event(title="Next week", starts_at=utcnow() + timedelta(days=7))
-    make_event(title="Last week", starts_at=utcnow() - timedelta(days=7))
+def test_index_lists_upcoming_events_only(ctx, client, make):
+    make.event(title="Next week", starts_at=utcnow() + timedelta(days=7))
+    make.event(title="Last week", starts_at=utcnow() - timedelta(days=7))
     page = client.get("/").get_data(as_text=True)
     assert "Next week" in page and "Last week" not in page
 
 
-def test_checkout_creates_pending_order_and_stripe_session(ctx, form_client, stripe_server):
-    ticket = make_ticket(price="20.00")
+def test_checkout_creates_pending_order_and_stripe_session(ctx, form_client, stripe_server, make, reload):
+    ticket = make.ticket(price="20.00")
     response = buy(form_client, ticket, quantity="3")
 
     assert response.status_code == 303
@@ -56,25 +54,26 @@ def test_checkout_creates_pending_order_and_stripe_session(ctx, form_client, str
     assert reload(ticket).held_quantity == 3
 
 
-def test_json_checkout_answers_order_id_and_checkout_url(ctx, client, stripe_server):
-    ticket = make_ticket()
+def test_json_checkout_answers_order_id_and_checkout_url(ctx, client, stripe_server, make):
+    ticket = make.ticket()
     response = client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
                            json={"quantity": 2, "email": "api@example.com"})
     assert response.status_code == 201
     order = db.session.get(TicketOrder, response.json["order_id"])
-    assert order.quantity == 2 and response.json["checkout_url"] == stripe_server.sessions[order.checkout_ref]["url"]
+    assert order.quantity == 2
+    assert response.json["checkout_url"] == stripe_server.sessions[order.checkout_ref]["url"]
 
 
-def test_logged_in_buyer_order_carries_user_id(ctx, app, form_client):
-    user = make_user()
-    login(form_client, user)
-    buy(form_client, make_ticket())
+def test_logged_in_buyer_order_carries_user_id(ctx, app, form_client, make, auth):
+    user = make.user()
+    auth.login(user)
+    buy(form_client, make.ticket())
     assert db.session.query(TicketOrder).one().user_id == user.id
 
 
-def test_discount_is_applied_and_rounded_in_buyers_favour(ctx, form_client, stripe_server):
-    ticket = make_ticket(price="9.99")
-    make_discount("third", percent_off=33)
+def test_discount_is_applied_and_rounded_in_buyers_favour(ctx, form_client, stripe_server, make):
+    ticket = make.ticket(price="9.99")
+    make.discount("third", percent_off=33)
     assert buy(form_client, ticket, discount_code="Third", quantity="2").status_code == 303
     order = db.session.query(TicketOrder).one()
     # 9.99 − 33 % = 6.6933 → 6.69 per ticket
@@ -82,13 +81,13 @@ def test_discount_is_applied_and_rounded_in_buyers_favour(ctx, form_client, stri
     assert stripe_server.sessions[order.checkout_ref]["amount_total"] == 1338
 
 
-def test_fixed_discount_never_goes_below_zero(ctx):
-    assert make_discount("FREE", amount_off=Decimal("10.00")).discounted_price(Decimal("5.00")) == Decimal("0.00")
+def test_fixed_discount_never_goes_below_zero(ctx, make):
+    assert make.discount("FREE", amount_off=Decimal("10.00")).discounted_price(Decimal("5.00")) == Decimal("0.00")
 
 
-def test_total_below_stripes_smallest_charge_is_refused_before_stripe(ctx, form_client, stripe_server):
-    ticket = make_ticket(price="5.00")
-    make_discount("ALMOST", amount_off=Decimal("4.80"))
+def test_total_below_stripes_smallest_charge_is_refused_before_stripe(ctx, form_client, stripe_server, make):
+    ticket = make.ticket(price="5.00")
+    make.discount("ALMOST", amount_off=Decimal("4.80"))
     sessions_before = len(stripe_server.sessions)
     response = buy(form_client, ticket, discount_code="almost")
     assert response.status_code == 400 and "below the smallest card payment" in response.get_data(as_text=True)
@@ -111,13 +110,13 @@ def test_total_below_stripes_smallest_charge_is_refused_before_stripe(ctx, form_
     ({"discount_code": "GONE"}, 400, UNUSABLE_CODE),
     ({"discount_code": "OTHER"}, 400, UNUSABLE_CODE),
 ])
-def test_bad_input_shows_the_form_again_and_creates_no_order(ctx, form_client, fields, status, message):
-    ticket = make_ticket(capacity=5)
+def test_bad_input_shows_the_form_again_and_creates_no_order(ctx, form_client, make, reload, fields, status, message):
+    ticket = make.ticket(capacity=5)
     now = utcnow()
-    make_discount("OLD", valid_until=now - timedelta(days=1))
-    make_discount("SOON", valid_from=now + timedelta(days=1))
-    make_discount("GONE", max_uses=2, used_count=2)
-    make_discount("OTHER", event_id=make_event().id)
+    make.discount("OLD", valid_until=now - timedelta(days=1))
+    make.discount("SOON", valid_from=now + timedelta(days=1))
+    make.discount("GONE", max_uses=2, used_count=2)
+    make.discount("OTHER", event_id=make.event().id)
 
     response = buy(form_client, ticket, **fields)
 
@@ -130,30 +129,31 @@ def test_bad_input_shows_the_form_again_and_creates_no_order(ctx, form_client, f
     {"quantity": 1}, {"email": "a@example.com"}, {"quantity": None, "email": "a@example.com"},
     {"quantity": [1], "email": "a@example.com"}, {"quantity": 1, "email": {"x": 1}}, ["not", "an", "object"], "text",
 ])
-def test_bad_json_gets_a_clear_error_and_no_order(ctx, client, body):
-    ticket = make_ticket()
+def test_bad_json_gets_a_clear_error_and_no_order(ctx, client, make, body):
+    ticket = make.ticket()
     response = client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout", json=body)
     assert response.status_code == 400 and response.json["error"]
     assert order_count() == 0
 
 
-def test_unknown_event_or_ticket_or_ticket_of_another_event_is_404(ctx, form_client):
-    ticket = make_ticket()
-    other = make_event()
-    assert form_client.post(f"/events/999999/tickets/{ticket.id}/checkout", data={"quantity": "1", "email": "a@b.co"}).status_code == 404
-    assert form_client.post(f"/events/{ticket.event_id}/tickets/999999/checkout", data={"quantity": "1", "email": "a@b.co"}).status_code == 404
-    assert form_client.post(f"/events/{other.id}/tickets/{ticket.id}/checkout", data={"quantity": "1", "email": "a@b.co"}).status_code == 404
+def test_unknown_event_or_ticket_or_ticket_of_another_event_is_404(ctx, form_client, make):
+    ticket = make.ticket()
+    other = make.event()
+    form = {"quantity": "1", "email": "a@b.co"}
+    assert form_client.post(f"/events/999999/tickets/{ticket.id}/checkout", data=form).status_code == 404
+    assert form_client.post(f"/events/{ticket.event_id}/tickets/999999/checkout", data=form).status_code == 404
+    assert form_client.post(f"/events/{other.id}/tickets/{ticket.id}/checkout", data=form).status_code == 404
     assert order_count() == 0
 
 
-def test_event_that_already_started_sells_nothing(ctx, form_client):
-    ticket = make_ticket(event=make_event(starts_at=utcnow() - timedelta(hours=1)))
+def test_event_that_already_started_sells_nothing(ctx, form_client, make):
+    ticket = make.ticket(event=make.event(starts_at=utcnow() - timedelta(hours=1)))
     assert buy(form_client, ticket).status_code == 400
     assert order_count() == 0
 
 
-def test_csrf_is_enforced_on_the_checkout_form(ctx, csrf_client):
-    ticket = make_ticket()
+def test_csrf_is_enforced_on_the_checkout_form(ctx, csrf_client, make):
+    ticket = make.ticket()
     path = f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout"
     refused = csrf_client.post(path, data={"quantity": "1", "email": "a@example.com"})
     assert refused.status_code == 400 and order_count() == 0
@@ -163,8 +163,9 @@ def test_csrf_is_enforced_on_the_checkout_form(ctx, csrf_client):
 
 
 @pytest.mark.parametrize("failure", ["error", "down"])
-def test_stripe_failure_shows_try_again_and_leaves_no_payable_order(ctx, form_client, stripe_server, failure):
-    ticket = make_ticket(capacity=10)
+def test_stripe_failure_shows_try_again_and_leaves_no_payable_order(
+        ctx, form_client, stripe_server, make, reload, failure):
+    ticket = make.ticket(capacity=10)
     if failure == "error":
         stripe_server.fail_next(2, status=500)  # the library's first try and its one retry
     else:
@@ -180,8 +181,8 @@ def test_stripe_failure_shows_try_again_and_leaves_no_payable_order(ctx, form_cl
     assert reload(ticket).held_quantity == 0
 
 
-def test_cancel_link_releases_the_hold_and_expires_the_session(ctx, form_client, stripe_server):
-    ticket = make_ticket(capacity=4)
+def test_cancel_link_releases_the_hold_and_expires_the_session(ctx, form_client, stripe_server, make, reload):
+    ticket = make.ticket(capacity=4)
     buy(form_client, ticket, quantity="4")
     order = db.session.query(TicketOrder).one()
     cancel_url = stripe_server.sessions[order.checkout_ref]["cancel_url"]
@@ -198,8 +199,8 @@ def test_cancel_link_releases_the_hold_and_expires_the_session(ctx, form_client,
     assert stripe_server.sessions[order.checkout_ref]["status"] == "expired"
 
 
-def test_cancel_link_with_a_forged_token_changes_nothing(ctx, form_client):
-    ticket = make_ticket()
+def test_cancel_link_with_a_forged_token_changes_nothing(ctx, form_client, make, reload):
+    ticket = make.ticket()
     buy(form_client, ticket)
     order = db.session.query(TicketOrder).one()
     assert form_client.get(f"/checkout/cancel?order={order.id}&token=forged").status_code == 404
@@ -207,8 +208,8 @@ def test_cancel_link_with_a_forged_token_changes_nothing(ctx, form_client):
     assert reload(order).status == "pending"
 
 
-def test_sold_out_ticket_type_says_so(ctx, form_client):
-    ticket = make_ticket(capacity=2)
+def test_sold_out_ticket_type_says_so(ctx, form_client, make):
+    ticket = make.ticket(capacity=2)
     assert buy(form_client, ticket, quantity="2").status_code == 303
     response = buy(form_client, ticket, email="late@example.com")
     assert response.status_code == 409 and "Sold out" in response.get_data(as_text=True)

@@ -8,7 +8,6 @@ from shop.extensions import db
 from shop.models import Admission, DiscountCode, Event, TicketType
 from shop.models.base import utcnow
 from shop.services.fulfilment import fulfil_checkout
-from tests.factories import checkout, make_discount, make_event, make_ticket, reload
 
 
 @pytest.fixture
@@ -39,10 +38,11 @@ def catalogue_rows():
     return {model.__name__: db.session.query(model).count() for model in (Event, TicketType, DiscountCode)}
 
 
-def paid_order(stripe_server, quantity=2, price="20.00"):
-    """An order paid on (fake) Stripe and fulfilled from the success page."""
-    ticket = make_ticket(price=price, capacity=10)
-    order, _ = checkout(ticket, quantity=quantity)
+@pytest.fixture
+def paid_order(stripe_server, make, place_order, reload):
+    """An order for 2 × 20.00, paid on (fake) Stripe and fulfilled from the success page."""
+    ticket = make.ticket(price="20.00", capacity=10)
+    order = place_order(ticket, quantity=2)
     stripe_server.complete(order.checkout_ref)
     fulfil_checkout(order.checkout_ref, "success_page")
     order = reload(order)
@@ -61,8 +61,8 @@ def test_create_event_stores_its_start_in_utc(shop):
     assert f"Created event {event.id}: Jazz Brunch at Blue Note, 2030-03-01 18:30 UTC" in result.output
 
 
-def test_add_ticket_adds_a_ticket_type_with_nothing_sold(shop):
-    event = make_event()
+def test_add_ticket_adds_a_ticket_type_with_nothing_sold(shop, make):
+    event = make.event()
 
     result = shop("add-ticket", event.id, "--name", "Balcony", "--price", "45.50", "--capacity", "40")
 
@@ -73,8 +73,8 @@ def test_add_ticket_adds_a_ticket_type_with_nothing_sold(shop):
     assert f"Added ticket type {ticket.id} to event {event.id}: Balcony, 45.50, 40 seats" in result.output
 
 
-def test_create_discount_percent_off_for_one_event_with_max_uses(shop):
-    event = make_event()
+def test_create_discount_percent_off_for_one_event_with_max_uses(shop, make):
+    event = make.event()
 
     result = shop("create-discount", "spring-15", "--percent-off", "15", "--max-uses", "3", "--event", event.id)
 
@@ -132,9 +132,9 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUT.values(), ids=BAD_INPUT.keys())
-def test_bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing(shop, args, message):
-    event = make_event()
-    make_discount("TAKEN", percent_off=10)
+def test_bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing(shop, make, args, message):
+    event = make.event()
+    make.discount("TAKEN", percent_off=10)
     before = catalogue_rows()
 
     result = shop(*[arg.format(event=event.id) for arg in args])
@@ -144,8 +144,8 @@ def test_bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing(shop, 
     assert db.session.query(DiscountCode).one().percent_off == 10
 
 
-def test_refund_refunds_a_paid_order_through_stripe_once(shop, stripe_server):
-    order = paid_order(stripe_server, quantity=2, price="20.00")
+def test_refund_refunds_a_paid_order_through_stripe_once(shop, stripe_server, paid_order, reload):
+    order = paid_order
 
     result = shop("refund", order.id)
 
@@ -163,8 +163,8 @@ def test_refund_refunds_a_paid_order_through_stripe_once(shop, stripe_server):
     assert all(a.void for a in db.session.query(Admission).filter_by(order_id=order.id))
 
 
-def test_refunding_an_order_twice_fails_cleanly_and_refunds_once(shop, stripe_server):
-    order = paid_order(stripe_server)
+def test_refunding_an_order_twice_fails_cleanly_and_refunds_once(shop, stripe_server, paid_order, reload):
+    order = paid_order
     assert shop("refund", order.id).exit_code == 0
 
     again = shop("refund", order.id)
@@ -178,18 +178,18 @@ def test_refund_of_an_unknown_order_fails_cleanly(shop):
     assert_refused(shop("refund", 999999), "order 999999 does not exist")
 
 
-def test_refund_of_an_unpaid_order_changes_nothing(shop, stripe_server):
-    order, _ = checkout(make_ticket(), quantity=1)
+def test_refund_of_an_unpaid_order_changes_nothing(shop, stripe_server, make, reload, place_order):
+    order = place_order(make.ticket(), quantity=1)
     refunds_before = len(stripe_server.refunds)
 
     assert_refused(shop("refund", order.id), "only paid orders can be refunded")
     assert len(stripe_server.refunds) == refunds_before and reload(order).status == "pending"
 
 
-def test_attention_lists_flagged_orders_with_their_reason(shop):
-    ticket = make_ticket(name="Balcony", price="15.00")
-    flagged, _ = checkout(ticket, quantity=2, email="flagged@example.com")
-    calm, _ = checkout(ticket, quantity=1, email="calm@example.com")
+def test_attention_lists_flagged_orders_with_their_reason(shop, make, place_order):
+    ticket = make.ticket(name="Balcony", price="15.00")
+    flagged = place_order(ticket, quantity=2, email="flagged@example.com")
+    calm = place_order(ticket, quantity=1, email="calm@example.com")
     flagged.needs_attention, flagged.attention_reason = True, "not marked paid: amount 100 does not match"
     db.session.commit()
 
@@ -201,17 +201,17 @@ def test_attention_lists_flagged_orders_with_their_reason(shop):
     assert f"order {calm.id} " not in result.output and "calm@example.com" not in result.output
 
 
-def test_attention_says_so_when_no_order_needs_it(shop):
-    checkout(make_ticket(), quantity=1)
+def test_attention_says_so_when_no_order_needs_it(shop, make, place_order):
+    place_order(make.ticket(), quantity=1)
 
     result = shop("attention")
 
     assert result.exit_code == 0 and result.output.strip() == "No order needs attention."
 
 
-def test_sweep_releases_an_ended_hold_and_expires_its_stripe_session(shop, stripe_server):
-    ticket = make_ticket(capacity=10)
-    order, _ = checkout(ticket, quantity=3)
+def test_sweep_releases_an_ended_hold_and_expires_its_stripe_session(shop, stripe_server, make, reload, place_order):
+    ticket = make.ticket(capacity=10)
+    order = place_order(ticket, quantity=3)
     session_id = order.checkout_ref
     order.hold_expires_at = utcnow() - timedelta(minutes=10)
     db.session.commit()
@@ -222,14 +222,15 @@ def test_sweep_releases_an_ended_hold_and_expires_its_stripe_session(shop, strip
     assert result.exit_code == 0, result.output
     assert "1 expired" in result.output
     assert stripe_server.sessions[session_id]["status"] == "expired"
-    assert any(r.method == "POST" and r.path == f"/v1/checkout/sessions/{session_id}/expire" for r in stripe_server.requests)
+    assert any(r.method == "POST" and r.path == f"/v1/checkout/sessions/{session_id}/expire"
+               for r in stripe_server.requests)
     assert reload(order).status == "expired"
     assert reload(ticket).held_quantity == 0
 
 
-def test_sweep_leaves_a_live_hold_alone(shop, stripe_server):
-    ticket = make_ticket(capacity=10)
-    order, _ = checkout(ticket, quantity=2)
+def test_sweep_leaves_a_live_hold_alone(shop, stripe_server, make, reload, place_order):
+    ticket = make.ticket(capacity=10)
+    order = place_order(ticket, quantity=2)
 
     result = shop("sweep")
 
@@ -238,9 +239,10 @@ def test_sweep_leaves_a_live_hold_alone(shop, stripe_server):
     assert reload(order).status == "pending" and reload(ticket).held_quantity == 2
 
 
-def test_sweep_with_stripe_unreachable_fails_with_a_clear_message_and_keeps_the_hold(shop, stripe_server):
-    ticket = make_ticket(capacity=10)
-    order, _ = checkout(ticket, quantity=2)
+def test_sweep_with_stripe_unreachable_fails_with_a_clear_message_and_keeps_the_hold(
+        shop, stripe_server, make, reload, place_order):
+    ticket = make.ticket(capacity=10)
+    order = place_order(ticket, quantity=2)
     order.hold_expires_at = utcnow() - timedelta(minutes=10)
     db.session.commit()
 

@@ -13,9 +13,8 @@ from sqlalchemy import text
 
 from shop.config import ConfigError, load_config
 from shop.extensions import db
-from tests.apps import TEST_DATABASE_URL, app_from_environment
-from tests.gunicorn_server import free_port
-from tests.live_server import sandbox_environment
+from tests.support.apps import app_from_environment
+from tests.support.gunicorn_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RANDOM_KEY = "9b2f6c1e8a4d7f03c5e1b9a2d6f4c8e0"
@@ -54,8 +53,8 @@ def test_explicit_sandbox_payments_run_on_mariadb(tmp_path):
     assert config["STRIPE"].sandbox is True and config["SHOP_CHECKOUT_ORIGIN"] == "'self'"
 
 
-def test_an_app_with_explicit_sandbox_payments_serves_its_pages(app):
-    app = app_from_environment(sandbox_environment(TEST_DATABASE_URL), {"TESTING": True})
+def test_an_app_with_explicit_sandbox_payments_serves_its_pages(app, shop_env):
+    app = app_from_environment(shop_env(sandbox=True), {"TESTING": True})
     assert app.extensions["shop.payments"].name == "sandbox"
     assert "Sandbox payments" in app.test_client().get("/login").get_data(as_text=True)
 
@@ -184,6 +183,7 @@ def run_gunicorn(env, config_file="gunicorn.conf.py", timeout=30):
     return result, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_gunicorn_with_a_bad_setting_stops_at_once_with_one_line():
     env = clean_environment(DATABASE_URL="mysql+pymysql://shop@127.0.0.1/shop", SECRET_KEY=RANDOM_KEY,
                             SHOP_BASE_URL="http://127.0.0.1")

@@ -17,37 +17,23 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shop.ops import background
 from shop.delivery.sqs_poller import Action, Verdict, VisibilityHeartbeat, fulfil_queue_message
 from shop.extensions import db
 from shop.models import PaymentEvent, TicketOrder, TicketType
+from shop.ops import background
+from shop.ops.aws_setup import event_pattern, provision
 from shop.payments import InvalidPayload
 from shop.payments.stripe.provider import EVENT_TRIGGERS, parse_envelope
-from shop.ops.aws_setup import event_pattern, provision
-from tests.apps import TEST_DATABASE_URL
-from tests.aws import (  # noqa: F401 (fixtures)
-    FIXTURES,
-    STRIPE_SOURCE,
-    aws,
-    envelope,
-    moto_server,
-    running_poller,
-    shop_app,
-    wait_until,
-)
-from tests.conftest import post_webhook, shop_environment
-from tests.factories import checkout, make_ticket
+from tests.support.aws import FIXTURES, STRIPE_SOURCE
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
 
 
-def place_order(app, quantity=3):
-    """A pending order for ``quantity`` seats, placed through the checkout service."""
-    ticket = make_ticket(capacity=50, price="15.00")
-    with app.test_request_context():
-        order, _ = checkout(ticket, quantity=quantity)
-    return order
+@pytest.fixture
+def order(make, place_order):
+    """A pending order for 3 of 50 seats, placed through the checkout service."""
+    return place_order(make.ticket(capacity=50, price="15.00"), quantity=3)
 
 
 def status_of(order):
@@ -70,16 +56,17 @@ def shop_log(caplog):
     return caplog
 
 
-def test_put_events_on_the_bus_reaches_the_running_poller_and_pays_the_order(app, ctx, aws, stripe_server):
+@pytest.mark.slow
+def test_put_events_on_the_bus_reaches_the_running_poller_and_pays_the_order(
+        ctx, aws, stripe_server, order, shop_app, wait_until):
     aws.events.create_event_bus(Name="stripe-bus")
     queue_url = provision(lambda line: None, event_bus="stripe-bus", queue_name="shop-e2e")
     rule = aws.events.describe_rule(Name="shop-stripe-to-sqs", EventBusName="stripe-bus")
     assert json.loads(rule["EventPattern"])["source"] == [{"prefix": "aws.partner/stripe.com"}]
     targets = aws.events.list_targets_by_rule(Rule="shop-stripe-to-sqs", EventBusName="stripe-bus")["Targets"]
     assert [t["Arn"] for t in targets] == [aws.arn(queue_url)]
-    order = place_order(app)
 
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as server_app:
+    with shop_app(aws=aws, queue_url=queue_url) as server_app:
         threads = background.start(server_app)
         try:
             assert "shop-sqs-poller" in [t.name for t in threads]
@@ -93,20 +80,21 @@ def test_put_events_on_the_bus_reaches_the_running_poller_and_pays_the_order(app
     assert aws.messages_on(queue_url) == 0
 
 
-def test_the_same_event_by_webhook_and_queue_many_times_at_once_takes_effect_once(app, ctx, aws, stripe_server):
+@pytest.mark.slow
+def test_the_same_event_by_webhook_and_queue_many_times_at_once_takes_effect_once(
+        app, ctx, aws, stripe_server, order, webhook, shop_app, running_poller, wait_until):
     queue_url = aws.queue()
-    order = place_order(app, quantity=3)
     event = stripe_server.complete(order.checkout_ref)
     answers = []
 
     def deliver_by_webhook():
-        answers.append(post_webhook(app.test_client(), stripe_server, event).status_code)
+        answers.append(webhook.post(event, client=app.test_client()).status_code)
 
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as worker_app, \
+    with shop_app(aws=aws, queue_url=queue_url) as worker_app, \
             running_poller(worker_app), running_poller(worker_app):  # two workers, each with its poller
         webhooks = [threading.Thread(target=deliver_by_webhook) for _ in range(10)]
         aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "MessageBody": envelope(event)} for i in range(10)])
+            {"Id": str(i), "MessageBody": aws.envelope(event)} for i in range(10)])
         for thread in webhooks:
             thread.start()
         for thread in webhooks:
@@ -119,15 +107,17 @@ def test_the_same_event_by_webhook_and_queue_many_times_at_once_takes_effect_onc
     assert db.session.query(PaymentEvent).count() == 1
 
 
+@pytest.mark.slow
 def test_a_poison_message_is_left_for_the_dead_letter_queue_and_the_next_message_is_processed(
-        app, ctx, aws, stripe_server, shop_log):
+        ctx, aws, stripe_server, shop_log, order, shop_app, running_poller, wait_until):
     queue_url = aws.queue(dead_letter_queue=True)
-    order = place_order(app)
     poison = aws.sqs.send_message(QueueUrl=queue_url, MessageBody="this is not JSON")["MessageId"]
-    aws.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"source": STRIPE_SOURCE, "detail": {"no": "event"}}))
-    aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(stripe_server.complete(order.checkout_ref)))
+    aws.sqs.send_message(QueueUrl=queue_url,
+                         MessageBody=json.dumps({"source": STRIPE_SOURCE, "detail": {"no": "event"}}))
+    aws.sqs.send_message(QueueUrl=queue_url,
+                         MessageBody=aws.envelope(stripe_server.complete(order.checkout_ref)))
 
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as worker_app, running_poller(worker_app):
+    with shop_app(aws=aws, queue_url=queue_url) as worker_app, running_poller(worker_app):
         wait_until(lambda: status_of(order) == "paid")
         wait_until(lambda: shop_log.text.count("left for the dead-letter queue") == 2)
 
@@ -135,22 +125,26 @@ def test_a_poison_message_is_left_for_the_dead_letter_queue_and_the_next_message
     assert aws.messages_on(queue_url) == 2  # hidden now, redriven to the DLQ after maxReceiveCount receives
 
 
-def test_without_a_dead_letter_queue_a_poison_message_is_deleted(app, ctx, aws, stripe_server, shop_log):
+@pytest.mark.slow
+def test_without_a_dead_letter_queue_a_poison_message_is_deleted(
+        ctx, aws, shop_log, shop_app, running_poller, wait_until):
     queue_url = aws.queue()
     aws.sqs.send_message(QueueUrl=queue_url, MessageBody="[1, 2, 3]")
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as worker_app, running_poller(worker_app):
+    with shop_app(aws=aws, queue_url=queue_url) as worker_app, running_poller(worker_app):
         wait_until(lambda: aws.messages_on(queue_url) == 0)
     assert "deleted, the queue has no dead-letter queue" in shop_log.text
 
 
-def test_an_event_from_a_source_not_accepted_pays_nothing_and_is_deleted(app, ctx, aws, stripe_server, shop_log):
+@pytest.mark.slow
+def test_an_event_from_a_source_not_accepted_pays_nothing_and_is_deleted(
+        ctx, aws, stripe_server, shop_log, order, shop_app, running_poller, wait_until):
     queue_url = aws.queue()
-    order = place_order(app)
     event = stripe_server.complete(order.checkout_ref)
-    aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(event, source="aws.partner/example.com/not-stripe"))
+    aws.sqs.send_message(QueueUrl=queue_url,
+                         MessageBody=aws.envelope(event, source="aws.partner/example.com/not-stripe"))
     aws.sqs.send_message(QueueUrl=queue_url, MessageBody=(FIXTURES / "scheduled-event.envelope.json").read_text())
 
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as worker_app, running_poller(worker_app):
+    with shop_app(aws=aws, queue_url=queue_url) as worker_app, running_poller(worker_app):
         wait_until(lambda: aws.messages_on(queue_url) == 0)
 
     assert "not ours: source 'aws.partner/example.com/not-stripe' is not accepted" in shop_log.text
@@ -159,12 +153,14 @@ def test_an_event_from_a_source_not_accepted_pays_nothing_and_is_deleted(app, ct
     assert db.session.query(PaymentEvent).count() == 0
 
 
-def test_an_accepted_source_list_narrower_than_stripe_turns_other_destinations_away(app, ctx, aws, stripe_server):
+@pytest.mark.slow
+def test_an_accepted_source_list_narrower_than_stripe_turns_other_destinations_away(
+        ctx, aws, stripe_server, order, shop_app, running_poller, wait_until):
     queue_url = aws.queue()
-    order = place_order(app)
-    aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(stripe_server.complete(order.checkout_ref)))
-    only_ours = aws.shop_env(queue_url, SHOP_EVENTBRIDGE_SOURCES="aws.partner/stripe.com/ed_live_OurDestination")
-    with shop_app(stripe_server, **only_ours) as worker_app, running_poller(worker_app):
+    aws.sqs.send_message(QueueUrl=queue_url,
+                         MessageBody=aws.envelope(stripe_server.complete(order.checkout_ref)))
+    only_ours = {"SHOP_EVENTBRIDGE_SOURCES": "aws.partner/stripe.com/ed_live_OurDestination"}
+    with shop_app(aws=aws, queue_url=queue_url, **only_ours) as worker_app, running_poller(worker_app):
         wait_until(lambda: aws.messages_on(queue_url) == 0)
     assert status_of(order) == "pending"
 
@@ -172,11 +168,12 @@ def test_an_accepted_source_list_narrower_than_stripe_turns_other_destinations_a
 class DatabaseProxy:
     """A TCP proxy in front of MariaDB that a test can sever (connections dropped, new ones refused) and restore."""
 
-    def __init__(self, url=TEST_DATABASE_URL):
+    def __init__(self, url):
         target = sa.make_url(url)
         self.upstream = (target.host or "127.0.0.1", target.port or 3306)
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = target.set(host="127.0.0.1", port=self.listener.getsockname()[1]).render_as_string(hide_password=False)
+        self.url = target.set(host="127.0.0.1", port=self.listener.getsockname()[1]).render_as_string(
+            hide_password=False)
         self.severed = False
         self._sockets = set()
         self._lock = threading.Lock()
@@ -231,22 +228,23 @@ def _close(sock):
 
 
 @pytest.fixture
-def db_proxy():
-    proxy = DatabaseProxy()
+def db_proxy(database_url):
+    """The session's database behind a proxy: ``db_proxy.url`` reaches it until ``sever()``."""
+    proxy = DatabaseProxy(database_url)
     yield proxy
     proxy.close()
 
 
+@pytest.mark.slow
 def test_database_down_while_a_message_is_processed_it_is_redelivered_and_paid_once_back(
-        app, ctx, aws, stripe_server, db_proxy, shop_log):
+        ctx, aws, stripe_server, db_proxy, shop_log, order, shop_app, running_poller, wait_until):
     queue_url = aws.queue(dead_letter_queue=True)
-    order = place_order(app)
     event = stripe_server.complete(order.checkout_ref)
 
-    with shop_app(stripe_server, DATABASE_URL=db_proxy.url, **aws.shop_env(queue_url)) as worker_app, \
+    with shop_app(aws=aws, queue_url=queue_url, database_url=db_proxy.url) as worker_app, \
             running_poller(worker_app):
         db_proxy.sever()
-        aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(event))
+        aws.sqs.send_message(QueueUrl=queue_url, MessageBody=aws.envelope(event))
         wait_until(lambda: f"event {event['id']} not processed" in shop_log.text)
         assert status_of(order) == "pending" and aws.messages_on(queue_url) == 1
         db_proxy.restore()
@@ -256,39 +254,45 @@ def test_database_down_while_a_message_is_processed_it_is_redelivered_and_paid_o
     assert sold(order) == 3
 
 
-def test_a_database_connection_dropped_while_idle_is_reconnected(app, ctx, aws, stripe_server, db_proxy, shop_log):
+@pytest.mark.slow
+def test_a_database_connection_dropped_while_idle_is_reconnected(
+        ctx, aws, stripe_server, db_proxy, shop_log, order, shop_app, running_poller, wait_until, place_order, make):
     queue_url = aws.queue()
-    first, second = place_order(app), place_order(app)
+    first, second = order, place_order(make.ticket(capacity=50, price="15.00"), quantity=3)
 
-    with shop_app(stripe_server, DATABASE_URL=db_proxy.url, **aws.shop_env(queue_url)) as worker_app, \
+    with shop_app(aws=aws, queue_url=queue_url, database_url=db_proxy.url) as worker_app, \
             running_poller(worker_app):
-        aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(stripe_server.complete(first.checkout_ref)))
+        aws.sqs.send_message(QueueUrl=queue_url,
+                             MessageBody=aws.envelope(stripe_server.complete(first.checkout_ref)))
         wait_until(lambda: status_of(first) == "paid" and aws.messages_on(queue_url) == 0)
         db_proxy.sever()  # what MariaDB's wait_timeout or a restart does to the pooled connection
         db_proxy.restore()
-        aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(stripe_server.complete(second.checkout_ref)))
+        aws.sqs.send_message(QueueUrl=queue_url,
+                             MessageBody=aws.envelope(stripe_server.complete(second.checkout_ref)))
         wait_until(lambda: status_of(second) == "paid")
 
     assert "not processed" not in shop_log.text  # paid at the first attempt: the pool pinged and reconnected
 
 
-def test_stripe_unreachable_leaves_the_message_for_a_later_delivery(app, ctx, aws, stripe_server, shop_log):
+@pytest.mark.slow
+def test_stripe_unreachable_leaves_the_message_for_a_later_delivery(
+        ctx, aws, stripe_server, shop_log, order, shop_app, running_poller, wait_until):
     queue_url = aws.queue()
-    order = place_order(app)
     event = stripe_server.complete(order.checkout_ref)
     stripe_server.fail_next(2, status=503)  # the library's own retry included
-    aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(event))
+    aws.sqs.send_message(QueueUrl=queue_url, MessageBody=aws.envelope(event))
 
-    with shop_app(stripe_server, **aws.shop_env(queue_url)) as worker_app, running_poller(worker_app):
+    with shop_app(aws=aws, queue_url=queue_url) as worker_app, running_poller(worker_app):
         wait_until(lambda: status_of(order) == "paid", timeout=15)
 
     assert f"event {event['id']} not processed" in shop_log.text
     assert sold(order) == 3
 
 
-def test_shutdown_while_idle_in_a_long_poll_ends_within_the_graceful_timeout(app, aws, stripe_server):
+@pytest.mark.slow
+def test_shutdown_while_idle_in_a_long_poll_ends_within_the_graceful_timeout(app, aws, shop_app):
     queue_url = aws.queue()
-    with shop_app(stripe_server, **aws.shop_env(queue_url, SHOP_SQS_WAIT_SECONDS="3")) as server_app:
+    with shop_app(aws=aws, queue_url=queue_url, SHOP_SQS_WAIT_SECONDS="3") as server_app:
         threads = background.start(server_app)
         assert background.start(server_app) == threads  # once per process
         time.sleep(1)  # the poller is now inside its long poll
@@ -300,12 +304,13 @@ def test_shutdown_while_idle_in_a_long_poll_ends_within_the_graceful_timeout(app
     assert GRACEFUL_TIMEOUT > 20 + 5  # the longest long poll SQS allows, and time to finish the batch
 
 
-def test_gunicorn_workers_run_the_poller_and_stop_cleanly(app, ctx, aws, stripe_server, tmp_path):
+@pytest.mark.slow
+def test_gunicorn_workers_run_the_poller_and_stop_cleanly(
+        app, ctx, aws, stripe_server, tmp_path, order, shop_env, wait_until):
     queue_url = aws.queue()
-    order = place_order(app)
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    env = {**os.environ, **shop_environment(stripe_server), **aws.shop_env(queue_url, SHOP_SQS_WAIT_SECONDS="2"),
+    env = {**os.environ, **shop_env(aws=aws, queue_url=queue_url, SHOP_SQS_WAIT_SECONDS="2"),
            "PORT": str(port), "WEB_CONCURRENCY": "2"}
     log = tmp_path / "gunicorn.log"
     with log.open("w") as out:
@@ -313,7 +318,8 @@ def test_gunicorn_workers_run_the_poller_and_stop_cleanly(app, ctx, aws, stripe_
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: log.read_text().count("SQS poller started in pid") == 2, timeout=20)
-        aws.sqs.send_message(QueueUrl=queue_url, MessageBody=envelope(stripe_server.complete(order.checkout_ref)))
+        aws.sqs.send_message(QueueUrl=queue_url,
+                             MessageBody=aws.envelope(stripe_server.complete(order.checkout_ref)))
         wait_until(lambda: status_of(order) == "paid")
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)
@@ -329,6 +335,7 @@ def test_gunicorn_workers_run_the_poller_and_stop_cleanly(app, ctx, aws, stripe_
     assert server.returncode == 0 and elapsed < GRACEFUL_TIMEOUT
 
 
+@pytest.mark.slow
 def test_the_heartbeat_keeps_a_slow_message_hidden_past_its_visibility_timeout(aws):
     queue_url = aws.queue()
     aws.sqs.send_message(QueueUrl=queue_url, MessageBody="slow")
@@ -373,7 +380,8 @@ def test_the_envelope_parser_returns_a_stripe_event_or_refuses_the_body(body):
         event = parse_envelope(body)
     except InvalidPayload:
         return
-    assert isinstance(event.id, str) and isinstance(event.type, str) and isinstance(event.payload["data"]["object"], dict)
+    assert isinstance(event.id, str) and isinstance(event.type, str)
+    assert isinstance(event.payload["data"]["object"], dict)
     assert json.loads(body)["detail-type"] == event.type
 
 

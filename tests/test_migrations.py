@@ -5,7 +5,6 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from shop.extensions import db
-from tests.apps import create_database, database_url
 
 EXPECTED_COLUMNS = {
     "events": {"id", "title", "description", "venue", "starts_at"},
@@ -17,9 +16,8 @@ EXPECTED_COLUMNS = {
 }
 
 
-def test_migrations_build_the_schema_on_an_empty_database(app):
-    url = database_url("migrations")
-    create_database(url)
+def test_migrations_build_the_schema_on_an_empty_database(app, test_databases):
+    url = test_databases.create("migrations")
     saved = app.config["SQLALCHEMY_DATABASE_URI"]
     engine = sa.create_engine(url)
     try:
@@ -44,7 +42,8 @@ def test_rows_written_without_the_new_columns_still_load(ctx):
     """Older code (or a hand-written INSERT) that knows only the original columns still works."""
     db.session.execute(sa.text("INSERT INTO events (title, starts_at) VALUES ('Legacy', '2099-01-01 20:00')"))
     event_id = db.session.execute(sa.text("SELECT id FROM events WHERE title = 'Legacy'")).scalar_one()
-    db.session.execute(sa.text("INSERT INTO tickets (event_id, name, price, capacity) VALUES (:e, 'Old', 10, 5)"), {"e": event_id})
+    db.session.execute(sa.text("INSERT INTO tickets (event_id, name, price, capacity) VALUES (:e, 'Old', 10, 5)"),
+                       {"e": event_id})
     db.session.commit()
     from shop.services.catalog import event_with_tickets
     event = event_with_tickets(event_id)

@@ -17,18 +17,10 @@ from shop.payments import PaymentUnavailable
 from shop.services.checkout import SoldOut
 from shop.services.fulfilment import LATE_PAYMENT_REFUND_REASON
 from shop.services.sweeper import sweep
-from tests.aws import envelope
-from tests.conftest import login, post_webhook
-from tests.factories import checkout, make_discount, make_ticket, make_user, reload
-from tests.test_order_states import end_hold, release_unconfirmed
+from tests.support.aws import Aws
+from tests.support.clients import AuthActions
 
-
-@pytest.fixture
-def place(app, ctx):
-    def place(ticket, **kw):
-        with app.test_request_context():
-            return checkout(ticket, **kw)[0]
-    return place
+envelope = Aws.envelope
 
 
 def stripe_reads(stripe_server):
@@ -38,21 +30,21 @@ def stripe_reads(stripe_server):
 # ----- a refusal is not "not ours" -----
 
 @pytest.mark.parametrize("status", [401, 403, 429, 500])
-def test_stripe_refusing_the_re_read_answers_503_keeps_the_order_and_the_retry_pays(place, client, stripe_server,
-                                                                                    status):
-    order = place(make_ticket(capacity=3), quantity=2)
+def test_stripe_refusing_the_re_read_answers_503_keeps_the_order_and_the_retry_pays(
+        place_order, client, stripe_server, status, make, reload, webhook):
+    order = place_order(make.ticket(capacity=3), quantity=2)
     event = stripe_server.complete(order.checkout_ref)
     stripe_server.fail_next(2 if status >= 500 else 1, status=status)  # the library retries a 5xx once itself
 
-    assert post_webhook(client, stripe_server, event).status_code == 503
+    assert webhook.post(event).status_code == 503
     assert reload(order).status == "pending" and db.session.get(PaymentEvent, event["id"]).processed_at is None
 
-    assert post_webhook(client, stripe_server, event).json["outcome"] == "paid"
+    assert webhook.post(event).json["outcome"] == "paid"
     assert reload(order).status == "paid"
 
 
-def test_the_queue_keeps_a_message_when_stripe_refuses_our_key(app, place, stripe_server):
-    order = place(make_ticket())
+def test_the_queue_keeps_a_message_when_stripe_refuses_our_key(app, place_order, stripe_server, make, reload):
+    order = place_order(make.ticket())
     event = stripe_server.complete(order.checkout_ref)
     stripe_server.fail_next(1, status=401)
     verdict = fulfil_queue_message(envelope(event))
@@ -60,18 +52,19 @@ def test_the_queue_keeps_a_message_when_stripe_refuses_our_key(app, place, strip
     assert fulfil_queue_message(envelope(event)).action is Action.DELETE and reload(order).status == "paid"
 
 
-def test_a_hold_that_ends_while_stripe_refuses_keeps_its_seats_and_the_payment_is_kept(place, stripe_server):
-    ticket = make_ticket(capacity=2)
-    order = place(ticket, quantity=2)
+def test_a_hold_that_ends_while_stripe_refuses_keeps_its_seats_and_the_payment_is_kept(
+        place_order, stripe_server, make, reload, holds):
+    ticket = make.ticket(capacity=2)
+    order = place_order(ticket, quantity=2)
     stripe_server.complete(order.checkout_ref)  # paid in time; its event never reached us
-    end_hold(order)
+    holds.end(order)
     stripe_server.fail_next(1, status=403)  # the sweeper's first call: closing the checkout
 
     with pytest.raises(PaymentUnavailable):
         sweep()
     assert reload(order).status == "pending" and reload(ticket).held_quantity == 2
     with pytest.raises(SoldOut):
-        place(ticket, email="rival@example.com")  # the seats are not resold on the database's word
+        place_order(ticket, email="rival@example.com")  # the seats are not resold on the database's word
 
     db.session.execute(update(TicketOrder).values(checked_at=None))
     db.session.commit()
@@ -87,16 +80,17 @@ def test_doctor_fails_when_stripe_refuses_the_key_and_names_it(ctx, stripe_serve
 
 # ----- late payments within every limit -----
 
-def test_a_late_payment_past_the_discount_limit_is_refunded_and_flagged(place, client, stripe_server):
-    ticket = make_ticket(capacity=10)
-    code = make_discount("ONCE", percent_off=50, max_uses=1)
-    late = place(ticket, discount_code="once")
-    release_unconfirmed(late)  # its reservation of the code ends with the hold
-    rival = place(ticket, discount_code="once", email="rival@example.com")
-    post_webhook(client, stripe_server, stripe_server.complete(rival.checkout_ref))
+def test_a_late_payment_past_the_discount_limit_is_refunded_and_flagged(
+        place_order, client, stripe_server, make, reload, webhook, holds):
+    ticket = make.ticket(capacity=10)
+    code = make.discount("ONCE", percent_off=50, max_uses=1)
+    late = place_order(ticket, discount_code="once")
+    holds.release_unconfirmed(late)  # its reservation of the code ends with the hold
+    rival = place_order(ticket, discount_code="once", email="rival@example.com")
+    webhook.post(stripe_server.complete(rival.checkout_ref))
     assert reload(code).used_count == 1
 
-    answer = post_webhook(client, stripe_server, stripe_server.complete(late.checkout_ref))
+    answer = webhook.post(stripe_server.complete(late.checkout_ref))
 
     late = reload(late)
     assert answer.json["reason"] == OutcomeReason.LATE_PAYMENT_REFUNDED.value
@@ -106,19 +100,21 @@ def test_a_late_payment_past_the_discount_limit_is_refunded_and_flagged(place, c
     assert (reload(ticket).sold_quantity, reload(ticket).held_quantity) == (1, 0)
 
 
-def test_a_late_payment_within_every_limit_is_accepted_and_counts_its_code(place, client, stripe_server):
-    ticket = make_ticket(capacity=10)
-    code = make_discount("TWICE", percent_off=50, max_uses=2)
-    late = place(ticket, discount_code="twice")
-    release_unconfirmed(late)
-    post_webhook(client, stripe_server, stripe_server.complete(late.checkout_ref))
+def test_a_late_payment_within_every_limit_is_accepted_and_counts_its_code(
+        place_order, client, stripe_server, make, reload, webhook, holds):
+    ticket = make.ticket(capacity=10)
+    code = make.discount("TWICE", percent_off=50, max_uses=2)
+    late = place_order(ticket, discount_code="twice")
+    holds.release_unconfirmed(late)
+    webhook.post(stripe_server.complete(late.checkout_ref))
     assert reload(late).status == "paid" and (reload(code).used_count, reload(code).reserved_count) == (1, 0)
 
 
 # ----- the order's token, and the audit trail -----
 
-def test_an_order_without_a_checkout_reference_adopts_only_a_checkout_carrying_its_token(place, client, stripe_server):
-    order = place(make_ticket())
+def test_an_order_without_a_checkout_reference_adopts_only_a_checkout_carrying_its_token(
+        place_order, client, stripe_server, make, reload, webhook):
+    order = place_order(make.ticket())
     ref = order.checkout_ref
     db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id).values(checkout_ref=None))
     db.session.commit()
@@ -126,24 +122,24 @@ def test_an_order_without_a_checkout_reference_adopts_only_a_checkout_carrying_i
     stripe_server.sessions[ref]["metadata"]["order_token"] = "0" * 32
     event = stripe_server.complete(ref)
 
-    assert post_webhook(client, stripe_server, event).json["reason"] == "mismatch"
+    assert webhook.post(event).json["reason"] == "mismatch"
     assert reload(order).status == "pending" and reload(order).checkout_ref is None
 
     stripe_server.sessions[ref]["metadata"]["order_token"] = real_token
-    assert post_webhook(client, stripe_server, stripe_server.event("checkout.session.completed",
-                                                                   stripe_server.sessions[ref])).json["outcome"] == "paid"
+    replayed = stripe_server.event("checkout.session.completed", stripe_server.sessions[ref])
+    assert webhook.post(replayed).json["outcome"] == "paid"
     assert reload(order).status == "paid" and reload(order).checkout_ref == ref
 
 
-def test_the_event_keeps_the_delivery_that_applied_it(app, place, client, stripe_server):
-    order = place(make_ticket())
+def test_the_event_keeps_the_delivery_that_applied_it(app, place_order, client, stripe_server, make, webhook):
+    order = place_order(make.ticket())
     event = stripe_server.complete(order.checkout_ref)
     stripe_server.down = True
     try:
         assert fulfil_queue_message(envelope(event)).action is Action.RETRY  # EventBridge brought it first, and failed
     finally:
         stripe_server.down = False
-    post_webhook(client, stripe_server, event)  # the webhook applied it
+    webhook.post(event)  # the webhook applied it
     assert fulfil_queue_message(envelope(event)).reason == "duplicate"
 
     row = db.session.get(PaymentEvent, event["id"], populate_existing=True)
@@ -161,8 +157,9 @@ def test_sources_are_matched_on_the_slash_boundary(source, accepted):
     assert source_allowed(source, ("aws.partner/stripe.com", "stripe.com")) is accepted
 
 
-def test_an_envelope_whose_detail_type_is_not_the_events_type_is_refused(app, place, stripe_server):
-    order = place(make_ticket())
+def test_an_envelope_whose_detail_type_is_not_the_events_type_is_refused(
+        app, place_order, stripe_server, make, reload):
+    order = place_order(make.ticket())
     event = stripe_server.complete(order.checkout_ref)
     body = json.loads(envelope(event))
     body["detail-type"] = "charge.refunded"
@@ -171,21 +168,21 @@ def test_an_envelope_whose_detail_type_is_not_the_events_type_is_refused(app, pl
 
 
 @pytest.mark.parametrize("event_id", ["evt_\ud800", "evt_" + "a" * 300, "evt_a b", "cs_notanevent", "evt_"])
-def test_a_signed_webhook_with_an_odd_id_is_a_400_and_stores_nothing(ctx, client, stripe_server, event_id):
+def test_a_signed_webhook_with_an_odd_id_is_a_400_and_stores_nothing(ctx, client, stripe_server, event_id, webhook):
     event = {"id": event_id, "object": "event", "type": "checkout.session.completed",
              "data": {"object": {"id": "cs_test_x", "object": "checkout.session"}}}
-    assert post_webhook(client, stripe_server, event).status_code == 400
+    assert webhook.post(event).status_code == 400
     assert db.session.query(PaymentEvent).count() == 0
 
 
 # ----- the success page -----
 
-def test_only_the_owner_or_the_browser_that_paid_sees_the_codes(app, ctx, client, stripe_server):
-    owner, other = make_user(), make_user()
-    ticket = make_ticket()
+def test_only_the_owner_or_the_browser_that_paid_sees_the_codes(app, ctx, client, stripe_server, make, reload):
+    owner, other = make.user(), make.user()
+    ticket = make.ticket()
     app.config["WTF_CSRF_ENABLED"] = False
     try:
-        login(client, owner)
+        AuthActions(client).login(owner)
         bought = client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
                              data={"quantity": "1", "email": owner.email})
         assert bought.status_code == 303
@@ -197,7 +194,7 @@ def test_only_the_owner_or_the_browser_that_paid_sees_the_codes(app, ctx, client
         assert codes and all(code in page for code in codes)
 
         stranger = app.test_client()
-        login(stranger, other)
+        AuthActions(stranger).login(other)
         for visitor in (stranger, app.test_client()):
             page = visitor.get(url)
             assert page.status_code == 200 and "you're going" in page.get_data(as_text=True)
@@ -207,8 +204,9 @@ def test_only_the_owner_or_the_browser_that_paid_sees_the_codes(app, ctx, client
         app.config["WTF_CSRF_ENABLED"] = True
 
 
-def test_a_guest_sees_the_codes_in_the_browser_that_paid_for_a_while_only(app, ctx, form_client, stripe_server):
-    ticket = make_ticket()
+def test_a_guest_sees_the_codes_in_the_browser_that_paid_for_a_while_only(
+        app, ctx, form_client, stripe_server, make, reload):
+    ticket = make.ticket()
     form_client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
                      data={"quantity": "2", "email": "guest@example.com"})
     order = db.session.query(TicketOrder).one()
@@ -223,8 +221,8 @@ def test_a_guest_sees_the_codes_in_the_browser_that_paid_for_a_while_only(app, c
     assert not any(code in form_client.get(url).get_data(as_text=True) for code in codes)
 
 
-def test_many_hits_on_a_pending_success_page_cost_stripe_one_read(place, client, stripe_server):
-    order = place(make_ticket())
+def test_many_hits_on_a_pending_success_page_cost_stripe_one_read(place_order, client, stripe_server, make):
+    order = place_order(make.ticket())
     before = stripe_reads(stripe_server)
     for _ in range(20):
         page = client.get(f"/checkout/success?session_id={order.checkout_ref}")
@@ -232,17 +230,17 @@ def test_many_hits_on_a_pending_success_page_cost_stripe_one_read(place, client,
     assert stripe_reads(stripe_server) - before == 1
 
 
-def test_a_paid_order_success_page_never_asks_stripe(place, client, stripe_server):
-    order = place(make_ticket())
-    post_webhook(client, stripe_server, stripe_server.complete(order.checkout_ref))
+def test_a_paid_order_success_page_never_asks_stripe(place_order, client, stripe_server, make, webhook):
+    order = place_order(make.ticket())
+    webhook.post(stripe_server.complete(order.checkout_ref))
     before = stripe_reads(stripe_server)
     for _ in range(5):
         assert client.get(f"/checkout/success?session_id={order.checkout_ref}").status_code == 200
     assert stripe_reads(stripe_server) == before
 
 
-def test_the_self_refresh_stops_after_a_bound(place, client):
-    order = place(make_ticket())
+def test_the_self_refresh_stops_after_a_bound(place_order, client, make):
+    order = place_order(make.ticket())
     page = client.get(f"/checkout/success?session_id={order.checkout_ref}&wait=20").get_data(as_text=True)
     assert 'http-equiv="refresh"' not in page and "Reload this page" in page
 
@@ -254,9 +252,9 @@ def json_checkout(client, ticket, email, quantity=1, ip="203.0.113.7"):
                        json={"quantity": quantity, "email": email}, environ_base={"REMOTE_ADDR": ip})
 
 
-def test_one_client_with_many_emails_stops_at_the_address_cap(app, ctx, client, monkeypatch):
+def test_one_client_with_many_emails_stops_at_the_address_cap(app, ctx, client, monkeypatch, make, reload):
     monkeypatch.setitem(app.config, "SHOP_MAX_PENDING_PER_IP", 5)
-    ticket = make_ticket(capacity=2000)
+    ticket = make.ticket(capacity=2000)
     answers = [json_checkout(client, ticket, f"hoarder{i}@example.com", quantity=10) for i in range(8)]
     assert [a.status_code for a in answers] == [201] * 5 + [429] * 3
     assert "finish or cancel" in answers[-1].json["error"]
@@ -265,16 +263,16 @@ def test_one_client_with_many_emails_stops_at_the_address_cap(app, ctx, client, 
     assert json_checkout(client, ticket, "fan@example.com", ip="198.51.100.2").status_code == 201
 
 
-def test_two_buyers_behind_one_address_both_buy(app, ctx, client, monkeypatch):
+def test_two_buyers_behind_one_address_both_buy(app, ctx, client, monkeypatch, make):
     monkeypatch.setitem(app.config, "SHOP_MAX_PENDING_PER_IP", 20)
-    ticket = make_ticket()
+    ticket = make.ticket()
     assert json_checkout(client, ticket, "one@example.com").status_code == 201
     assert json_checkout(client, ticket, "two@example.com").status_code == 201
 
 
-def test_one_buyer_may_hold_two_checkouts_at_once(app, ctx, client, monkeypatch):
+def test_one_buyer_may_hold_two_checkouts_at_once(app, ctx, client, monkeypatch, make):
     monkeypatch.setitem(app.config, "SHOP_MAX_PENDING_PER_BUYER", 2)
-    ticket = make_ticket()
+    ticket = make.ticket()
     codes = [json_checkout(client, ticket, "same@example.com", ip=f"198.51.100.{i}").status_code for i in range(3)]
     assert codes == [201, 201, 429]
 
@@ -291,9 +289,9 @@ checkout_bodies = st.fixed_dictionaries({}, optional={
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=checkout_bodies)
-def test_the_json_checkout_never_answers_500(app, body):
+def test_the_json_checkout_never_answers_500(app, body, make):
     with app.app_context():
-        ticket = make_ticket(capacity=5)
+        ticket = make.ticket(capacity=5)
         answer = app.test_client().post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout", json=body)
         db.session.remove()
     assert answer.status_code in (201, 400, 404, 409, 429), answer.get_data(as_text=True)

@@ -10,128 +10,101 @@ from sqlalchemy import update
 from shop.extensions import db
 from shop.models import Admission, DiscountCode, TicketOrder, TicketType
 from shop.models.base import utcnow
-from shop.services.checkout import SoldOut
-from shop.models.orders import OrderStatus
-from shop.services.checkout import UNUSABLE_CODE, CheckoutRefused
+from shop.services.checkout import UNUSABLE_CODE, CheckoutRefused, SoldOut
 from shop.services.fulfilment import LATE_PAYMENT_REFUND_REASON
-from shop.services.orders import change_status, lock_order
 from shop.services.sweeper import sweep
-from shop.services.transactions import transaction
-from tests.conftest import post_webhook
-from tests.factories import checkout, make_discount, make_ticket, reload
 
 
-@pytest.fixture
-def place(app, ctx):
-    """Place orders through the real checkout service: ``place(ticket, quantity=…)``."""
-    def place(ticket, **kw):
-        with app.test_request_context():
-            return checkout(ticket, **kw)[0]
-    return place
-
-
-def deliver(client, stripe_server, *events):
+def deliver(webhook, *events):
+    """POST each event to the webhook route; each must be answered 200. Returns the outcomes."""
     outcomes = []
     for event in events:
-        response = post_webhook(client, stripe_server, event)
+        response = webhook.post(event)
         assert response.status_code == 200, response.get_data(as_text=True)
         outcomes.append(response.json["outcome"])
     return outcomes
 
 
-def end_hold(order):
-    """Make the order's hold end now, as if its 30 minutes had passed."""
-    db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id)
-                       .values(hold_expires_at=utcnow() - timedelta(minutes=10)))
-    db.session.commit()
 
 
-def test_delayed_payment_keeps_seats_held_while_processing_then_pays(place, client, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_delayed_payment_keeps_seats_held_while_processing_then_pays(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     completed = stripe_server.complete(order.checkout_ref, payment_status="unpaid")
-    deliver(client, stripe_server, completed, completed)
+    deliver(webhook, completed, completed)
     assert reload(order).status == "processing" and reload(ticket).held_quantity == 2
 
     succeeded = stripe_server.async_succeed(order.checkout_ref)
-    deliver(client, stripe_server, succeeded, succeeded)
+    deliver(webhook, succeeded, succeeded)
     assert reload(order).status == "paid"
     assert (reload(ticket).held_quantity, reload(ticket).sold_quantity) == (0, 2)
 
 
-def test_failed_delayed_payment_releases_the_seats(place, client, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_failed_delayed_payment_releases_the_seats(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     completed = stripe_server.complete(order.checkout_ref, payment_status="unpaid")
     failed = stripe_server.async_fail(order.checkout_ref)
     # Delivered in the wrong order and twice: Stripe's session and intent decide.
-    deliver(client, stripe_server, failed, completed, failed)
+    deliver(webhook, failed, completed, failed)
     assert reload(order).status == "failed"
     assert (reload(ticket).held_quantity, reload(ticket).sold_quantity) == (0, 0)
 
 
-def test_async_success_before_completed_event_still_ends_paid(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket)
+def test_async_success_before_completed_event_still_ends_paid(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket)
     completed = stripe_server.complete(order.checkout_ref, payment_status="unpaid")
     succeeded = stripe_server.async_succeed(order.checkout_ref)
-    deliver(client, stripe_server, succeeded, completed)
+    deliver(webhook, succeeded, completed)
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 1
 
 
-def test_expired_session_releases_the_hold(place, client, stripe_server):
-    ticket = make_ticket(capacity=3)
-    order = place(ticket, quantity=3)
+def test_expired_session_releases_the_hold(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=3)
+    order = place_order(ticket, quantity=3)
     expired = stripe_server.expire(order.checkout_ref)
-    deliver(client, stripe_server, expired, expired)
+    deliver(webhook, expired, expired)
     assert reload(order).status == "expired" and reload(ticket).remaining == 3
 
 
-def test_expiry_arriving_after_payment_changes_nothing(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket, quantity=2)
+def test_expiry_arriving_after_payment_changes_nothing(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket, quantity=2)
     completed = stripe_server.complete(order.checkout_ref)
-    stale_expiry = stripe_server.event("checkout.session.expired",
-                                       {**stripe_server.sessions[order.checkout_ref], "status": "expired"})
-    deliver(client, stripe_server, completed, stale_expiry)
+    stale_expiry = stripe_server.event(
+        "checkout.session.expired", {**stripe_server.sessions[order.checkout_ref], "status": "expired"})
+    deliver(webhook, completed, stale_expiry)
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2
 
 
-def release_unconfirmed(order):
-    """Release an order's seats on the database's word alone, with its checkout still open at Stripe.
-
-    The shop no longer does this (the sweeper releases only once Stripe confirms the checkout is
-    closed), but older code did, and an operator may: a payment can then still arrive late.
-    """
-    end_hold(order)
-    with transaction():
-        change_status(lock_order(order.id), OrderStatus.EXPIRED, "released without Stripe's word")
 
 
-def resell_after_hold_ends(order, place, client, stripe_server):
+def resell_after_hold_ends(order, place_order, webhook, stripe_server, holds):
     """The order's hold ends unpaid and is released, and another buyer pays for all its seats."""
-    release_unconfirmed(order)
-    rival = place(order.ticket, quantity=order.quantity, email="rival@example.com")
-    deliver(client, stripe_server, stripe_server.complete(rival.checkout_ref))
+    holds.release_unconfirmed(order)
+    rival = place_order(order.ticket, quantity=order.quantity, email="rival@example.com")
+    deliver(webhook, stripe_server.complete(rival.checkout_ref))
 
 
-def test_late_payment_with_seats_left_is_accepted(place, client, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
-    release_unconfirmed(order)
+def test_late_payment_with_seats_left_is_accepted(place_order, stripe_server, make, reload, webhook, holds):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
+    holds.release_unconfirmed(order)
     assert reload(order).status == "expired"
 
-    deliver(client, stripe_server, stripe_server.complete(order.checkout_ref))
+    deliver(webhook, stripe_server.complete(order.checkout_ref))
 
     assert reload(order).status == "paid" and reload(ticket).sold_quantity == 2 and reload(ticket).held_quantity == 0
 
 
-def test_late_payment_for_a_sold_out_ticket_is_refunded_and_flagged(place, client, stripe_server):
-    ticket = make_ticket(capacity=2)
-    late = place(ticket, quantity=2)
-    resell_after_hold_ends(late, place, client, stripe_server)
+def test_late_payment_for_a_sold_out_ticket_is_refunded_and_flagged(
+        place_order, client, stripe_server, make, reload, webhook, holds):
+    ticket = make.ticket(capacity=2)
+    late = place_order(ticket, quantity=2)
+    resell_after_hold_ends(late, place_order, webhook, stripe_server, holds)
 
-    outcome = deliver(client, stripe_server, stripe_server.complete(late.checkout_ref))
+    outcome = deliver(webhook, stripe_server.complete(late.checkout_ref))
 
     late = reload(late)
     assert outcome == ["applied: late_payment_refunded"]
@@ -147,16 +120,16 @@ def app_cli(client, *args):
     return client.application.test_cli_runner().invoke(args=["shop", *args]).output
 
 
-def test_refund_returns_capacity_voids_tickets_and_discount_use(place, client, stripe_server):
-    ticket = make_ticket(capacity=4)
-    code = make_discount("HALF", percent_off=50)
-    order = place(ticket, quantity=4, discount_code="half")
-    deliver(client, stripe_server, stripe_server.complete(order.checkout_ref))
+def test_refund_returns_capacity_voids_tickets_and_discount_use(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(capacity=4)
+    code = make.discount("HALF", percent_off=50)
+    order = place_order(ticket, quantity=4, discount_code="half")
+    deliver(webhook, stripe_server.complete(order.checkout_ref))
     assert reload(code).used_count == 1
 
     intent = reload(order).payment_ref
     refunded = stripe_server.refund(intent)
-    deliver(client, stripe_server, refunded, refunded)
+    deliver(webhook, refunded, refunded)
 
     assert reload(order).status == "refunded" and reload(order).refunded_amount == reload(order).total_amount
     assert reload(ticket).sold_quantity == 0 and reload(ticket).remaining == 4
@@ -164,31 +137,31 @@ def test_refund_returns_capacity_voids_tickets_and_discount_use(place, client, s
     assert all(a.void for a in db.session.query(Admission).filter_by(order_id=order.id))
 
 
-def test_partial_refund_is_recorded_and_tickets_stay_valid(place, client, stripe_server):
-    ticket = make_ticket(price="20.00")
-    order = place(ticket, quantity=2)
-    deliver(client, stripe_server, stripe_server.complete(order.checkout_ref))
-    outcome = deliver(client, stripe_server, stripe_server.refund(reload(order).payment_ref, amount=1500))
+def test_partial_refund_is_recorded_and_tickets_stay_valid(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket(price="20.00")
+    order = place_order(ticket, quantity=2)
+    deliver(webhook, stripe_server.complete(order.checkout_ref))
+    outcome = deliver(webhook, stripe_server.refund(reload(order).payment_ref, amount=1500))
     order = reload(order)
     assert outcome == ["applied: partial_refund"]
     assert order.status == "paid" and order.refunded_amount == Decimal("15.00") and order.partially_refunded
     assert not any(a.void for a in order.admissions) and reload(ticket).sold_quantity == 2
 
 
-def test_refund_event_before_completed_event_ends_refunded(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket, quantity=3)
+def test_refund_event_before_completed_event_ends_refunded(place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket, quantity=3)
     completed = stripe_server.complete(order.checkout_ref)
     refunded = stripe_server.refund(stripe_server.sessions[order.checkout_ref]["payment_intent"])
-    deliver(client, stripe_server, refunded, completed, refunded)
+    deliver(webhook, refunded, completed, refunded)
     assert reload(order).status == "refunded"
     assert (reload(ticket).sold_quantity, reload(ticket).held_quantity) == (0, 0)
 
 
-def test_refund_command_refunds_through_stripe_once(place, client, stripe_server):
-    ticket = make_ticket()
-    order = place(ticket, quantity=2)
-    deliver(client, stripe_server, stripe_server.complete(order.checkout_ref))
+def test_refund_command_refunds_through_stripe_once(place_order, client, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    order = place_order(ticket, quantity=2)
+    deliver(webhook, stripe_server.complete(order.checkout_ref))
     first = app_cli(client, "refund", str(order.id))
     second = app_cli(client, "refund", str(order.id))
     assert "refunded" in first and "only paid orders" in second
@@ -199,8 +172,8 @@ def test_refund_command_refunds_through_stripe_once(place, client, stripe_server
     assert len(refunds) == 1 and refunds[0].headers["Idempotency-Key"] == f"refund-order-{order.id}"
 
 
-def test_sweeper_pays_an_order_whose_event_never_arrived(place, stripe_server):
-    order = place(make_ticket())
+def test_sweeper_pays_an_order_whose_event_never_arrived(place_order, stripe_server, make, reload):
+    order = place_order(make.ticket())
     stripe_server.complete(order.checkout_ref)
     db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id)
                        .values(created_at=utcnow() - timedelta(minutes=6)))
@@ -209,42 +182,43 @@ def test_sweeper_pays_an_order_whose_event_never_arrived(place, stripe_server):
     assert reload(order).status == "paid"
 
 
-def test_sweeper_expires_the_open_session_of_an_ended_hold(place, stripe_server):
-    ticket = make_ticket(capacity=1)
-    order = place(ticket)
-    end_hold(order)
+def test_sweeper_expires_the_open_session_of_an_ended_hold(place_order, stripe_server, make, reload, holds):
+    ticket = make.ticket(capacity=1)
+    order = place_order(ticket)
+    holds.end(order)
     sweep()
     assert stripe_server.sessions[order.checkout_ref]["status"] == "expired"
     assert reload(order).status == "expired" and reload(ticket).remaining == 1
 
 
-def test_an_ended_hold_is_released_by_the_sweeper_once_stripe_confirms_never_by_a_checkout(place, stripe_server):
-    ticket = make_ticket(capacity=1)
-    first = place(ticket)
-    end_hold(first)
+def test_an_ended_hold_is_released_by_the_sweeper_once_stripe_confirms_never_by_a_checkout(
+        place_order, stripe_server, make, reload, holds):
+    ticket = make.ticket(capacity=1)
+    first = place_order(ticket)
+    holds.end(first)
     with pytest.raises(SoldOut):
-        place(ticket, email="next@example.com")  # the database's word alone frees nothing
+        place_order(ticket, email="next@example.com")  # the database's word alone frees nothing
     assert stripe_server.sessions[first.checkout_ref]["status"] == "open" and reload(first).status == "pending"
 
     sweep()
 
     assert stripe_server.sessions[first.checkout_ref]["status"] == "expired" and reload(first).status == "expired"
-    assert place(ticket, email="next@example.com").status == "pending"
+    assert place_order(ticket, email="next@example.com").status == "pending"
 
 
-def test_discount_max_uses_is_never_exceeded_under_concurrency(app, ctx):
+def test_discount_max_uses_is_never_exceeded_under_concurrency(place_order, app, ctx, make, reload):
     # Plain ids: a row object of the test's session must not be touched from other threads.
-    row = make_ticket(capacity=100)
+    row = make.ticket(capacity=100)
     ticket = SimpleNamespace(id=row.id, event_id=row.event_id)
-    code = make_discount("FEW", percent_off=20, max_uses=5)
+    code = make.discount("FEW", percent_off=20, max_uses=5)
     barrier = threading.Barrier(20)
     results = []
 
     def buy(i):
-        with app.app_context(), app.test_request_context():
+        with app.app_context():
             barrier.wait()
             try:
-                checkout(ticket, email=f"b{i}@example.com", discount_code="few")
+                place_order(ticket, email=f"b{i}@example.com", discount_code="few")
                 results.append("held")
             except CheckoutRefused as refused:
                 results.append("used up" if refused.message == UNUSABLE_CODE else refused.message)
@@ -262,59 +236,62 @@ def test_discount_max_uses_is_never_exceeded_under_concurrency(app, ctx):
     assert db.session.query(TicketOrder).filter(TicketOrder.discount_code_id == code.id).count() == 5
 
 
-def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(place, client, stripe_server):
-    ticket = make_ticket()
-    make_discount("ONCE", amount_off=Decimal("5.00"), max_uses=1)
-    order = place(ticket, discount_code="once")
+def test_discount_holds_count_against_max_uses_and_come_back_on_expiry(
+        place_order, stripe_server, make, reload, webhook):
+    ticket = make.ticket()
+    make.discount("ONCE", amount_off=Decimal("5.00"), max_uses=1)
+    order = place_order(ticket, discount_code="once")
     with pytest.raises(CheckoutRefused, match=UNUSABLE_CODE):
-        place(ticket, discount_code="ONCE")
-    deliver(client, stripe_server, stripe_server.expire(order.checkout_ref))
-    assert place(ticket, discount_code="Once").status == "pending"
+        place_order(ticket, discount_code="ONCE")
+    deliver(webhook, stripe_server.expire(order.checkout_ref))
+    assert place_order(ticket, discount_code="Once").status == "pending"
     assert reload(db.session.query(DiscountCode).one()).reserved_count == 1
 
 
-def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_succeeds(place, client, stripe_server):
-    ticket = make_ticket(capacity=1)
-    late = place(ticket)
-    resell_after_hold_ends(late, place, client, stripe_server)
+def test_late_delayed_payment_for_resold_seats_is_flagged_then_refunded_when_it_succeeds(
+        place_order, stripe_server, make, reload, webhook, holds):
+    ticket = make.ticket(capacity=1)
+    late = place_order(ticket)
+    resell_after_hold_ends(late, place_order, webhook, stripe_server, holds)
 
     # A bank debit under way cannot be refunded yet: the order is flagged, nothing fails.
-    outcome = deliver(client, stripe_server, stripe_server.complete(late.checkout_ref, payment_status="unpaid"))
+    outcome = deliver(webhook, stripe_server.complete(late.checkout_ref, payment_status="unpaid"))
     assert outcome == ["unchanged: awaiting_delayed_payment"]
     assert reload(late).status == "expired" and reload(late).needs_attention
 
-    deliver(client, stripe_server, stripe_server.async_succeed(late.checkout_ref))
+    deliver(webhook, stripe_server.async_succeed(late.checkout_ref))
     assert reload(late).status == "refunded" and reload(ticket).sold_quantity == 1
 
 
-def test_a_refused_automatic_refund_is_flagged_not_retried_forever(place, client, stripe_server):
-    ticket = make_ticket(capacity=1)
-    late = place(ticket)
-    resell_after_hold_ends(late, place, client, stripe_server)
+def test_a_refused_automatic_refund_is_flagged_not_retried_forever(
+        place_order, stripe_server, make, reload, webhook, holds):
+    ticket = make.ticket(capacity=1)
+    late = place_order(ticket)
+    resell_after_hold_ends(late, place_order, webhook, stripe_server, holds)
     completed = stripe_server.complete(late.checkout_ref)
     intent_id = stripe_server.sessions[late.checkout_ref]["payment_intent"]
     stripe_server.payment_intents[intent_id]["status"] = "requires_capture"  # so Stripe refuses to refund it
 
-    assert deliver(client, stripe_server, completed) == ["flagged: refund_failed"]
+    assert deliver(webhook, completed) == ["flagged: refund_failed"]
     late = reload(late)
     assert late.status == "expired" and "automatic refund failed" in late.attention_reason
 
 
-def test_stripe_showing_a_payment_for_a_refunded_order_flags_it(place, client, stripe_server):
-    order = place(make_ticket())
-    deliver(client, stripe_server, stripe_server.complete(order.checkout_ref))
-    deliver(client, stripe_server, stripe_server.refund(reload(order).payment_ref))
+def test_stripe_showing_a_payment_for_a_refunded_order_flags_it(place_order, stripe_server, make, reload, webhook):
+    order = place_order(make.ticket())
+    deliver(webhook, stripe_server.complete(order.checkout_ref))
+    deliver(webhook, stripe_server.refund(reload(order).payment_ref))
     # The refund failed at the bank afterwards: Stripe's charge is no longer refunded.
     charge_id = stripe_server.payment_intents[reload(order).payment_ref]["latest_charge"]
     stripe_server.charges[charge_id].update(amount_refunded=0, refunded=False)
-    deliver(client, stripe_server, stripe_server.event("charge.refund.updated", stripe_server.charges[charge_id]))
+    deliver(webhook, stripe_server.event("charge.refund.updated", stripe_server.charges[charge_id]))
     order = reload(order)
     assert order.status == "refunded" and order.needs_attention and "the provider says paid" in order.attention_reason
 
 
-def test_sweeper_settles_other_orders_past_one_it_cannot(place, stripe_server):
-    stuck = place(make_ticket())
-    paid_unseen = place(make_ticket())
+def test_sweeper_settles_other_orders_past_one_it_cannot(place_order, stripe_server, make, reload):
+    stuck = place_order(make.ticket())
+    paid_unseen = place_order(make.ticket())
     stripe_server.complete(paid_unseen.checkout_ref)
     stripe_server.sessions.pop(stuck.checkout_ref)  # Stripe no longer shows this one
     db.session.execute(update(TicketOrder).values(created_at=utcnow() - timedelta(minutes=6)))
@@ -326,17 +303,18 @@ def test_sweeper_settles_other_orders_past_one_it_cannot(place, stripe_server):
     assert reload(stuck).status == "pending"
 
 
-def test_an_order_is_swept_by_one_sweeper_at_a_time(place, stripe_server):
-    order = place(make_ticket())
+def test_an_order_is_swept_by_one_sweeper_at_a_time(place_order, stripe_server, make):
+    place_order(make.ticket())
     db.session.execute(update(TicketOrder).values(created_at=utcnow() - timedelta(minutes=6)))
     db.session.commit()
     assert sweep() == {"unchanged: still_open": 1}
     assert sweep() == {}  # claimed a moment ago: another sweep leaves it alone
 
 
-def test_orders_from_before_holds_existed_are_settled_without_touching_held_seats(place, stripe_server):
-    ticket = make_ticket(capacity=5)
-    order = place(ticket, quantity=2)
+def test_orders_from_before_holds_existed_are_settled_without_touching_held_seats(
+        place_order, stripe_server, make, reload):
+    ticket = make.ticket(capacity=5)
+    order = place_order(ticket, quantity=2)
     # As the old system wrote it: no hold, so its seats were never counted as held.
     db.session.execute(update(TicketOrder).where(TicketOrder.id == order.id).values(
         hold_expires_at=None, created_at=utcnow() - timedelta(days=1)))

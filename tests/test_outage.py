@@ -8,9 +8,12 @@ import pytest
 import sqlalchemy as sa
 
 from shop.extensions import db
-from tests.apps import TEST_DATABASE_URL, app_from_environment
-from tests.conftest import shop_environment
-from tests.factories import make_ticket
+from tests.support.apps import app_from_environment
+from tests.support.factories import Factories
+
+make_ticket = Factories().ticket
+
+pytestmark = pytest.mark.slow  # waits out real timeouts
 
 CONNECT_TIMEOUT = READ_TIMEOUT = 1
 # A pooled connection first fails its pre-ping (a read timeout), then the one reconnect SQLAlchemy tries
@@ -22,7 +25,7 @@ class StallingProxy:
     """A TCP proxy in front of MariaDB that a test can silence: while stalled it accepts connections and
     takes bytes but forwards nothing and closes nothing, like a database host that froze or a dropped route."""
 
-    def __init__(self, url=TEST_DATABASE_URL):
+    def __init__(self, url):
         target = sa.make_url(url)
         self.upstream = (target.host or "127.0.0.1", target.port or 3306)
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -91,11 +94,11 @@ def _close(sock):
 
 
 @pytest.fixture
-def stalling(app, stripe_server):
+def stalling(app, shop_env, database_url):
     """A shop whose database connections go through a StallingProxy, with one-second client timeouts."""
-    proxy = StallingProxy()
-    shop = app_from_environment(shop_environment(
-        stripe_server, database_url=proxy.url, SHOP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+    proxy = StallingProxy(database_url)
+    shop = app_from_environment(shop_env(
+        database_url=proxy.url, SHOP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
         SHOP_DB_READ_TIMEOUT=str(READ_TIMEOUT), SHOP_DB_WRITE_TIMEOUT=str(READ_TIMEOUT)), {"TESTING": True})
     yield shop, proxy
     proxy.resume()
@@ -151,10 +154,10 @@ def test_a_silent_database_gets_503s_within_the_timeouts_and_the_shop_recovers(c
     assert browser.get(event_page).status_code == 200
 
 
-def test_a_lock_wait_ends_before_the_read_timeout_with_mariadbs_own_error(app, stripe_server):
+def test_a_lock_wait_ends_before_the_read_timeout_with_mariadbs_own_error(app, shop_env):
     """A row held by another transaction: the waiting statement gets 1205 (which the checkout retries)
     at innodb_lock_wait_timeout, before the client's read timeout would have given up on the connection."""
-    shop = app_from_environment(shop_environment(stripe_server, SHOP_DB_READ_TIMEOUT="2"), {"TESTING": True})
+    shop = app_from_environment(shop_env(SHOP_DB_READ_TIMEOUT="2"), {"TESTING": True})
     with app.app_context():
         ticket_id = make_ticket().id
     with shop.app_context():

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from shop.extensions import db
 from shop.models import TicketOrder, TicketType
-from tests.factories import make_ticket
-from tests.gunicorn_server import gunicorn_server
+from tests.support.apps import WEBHOOK_SECRET
+
+pytestmark = pytest.mark.slow
 
 CAPACITY = 50
 BUYERS = 200
@@ -47,8 +48,9 @@ def rush(base_url, ticket, quantities):
 
 
 @pytest.fixture(scope="module")
-def server(app, stripe_server):
-    with gunicorn_server(stripe_server, workers=4) as served:
+def server(app, gunicorn_shop):
+    """The shop under gunicorn with 4 workers, on the session's database (``app`` built its schema)."""
+    with gunicorn_shop(workers=4) as served:
         yield served.url
 
 
@@ -60,7 +62,7 @@ def pay_all(base_url, stripe_server, results):
             payload = json.dumps(event)
             request = urllib.request.Request(f"{base_url}/webhooks/stripe", data=payload.encode(), method="POST",
                                              headers={"Content-Type": "application/json",
-                                                      "Stripe-Signature": stripe_server.sign(payload, "whsec_test_secret")})
+                                                      "Stripe-Signature": stripe_server.sign(payload, WEBHOOK_SECRET)})
             with urllib.request.urlopen(request, timeout=30) as response:
                 assert response.status == 200
 
@@ -72,8 +74,8 @@ def sold_and_held(ticket):
 
 
 @pytest.mark.parametrize("mixed", [False, True], ids=["one each", "one to four each"])
-def test_rush_never_oversells_and_never_fails_with_5xx(ctx, server, stripe_server, mixed):
-    ticket = make_ticket(capacity=CAPACITY)
+def test_rush_never_oversells_and_never_fails_with_5xx(ctx, server, stripe_server, make, mixed):
+    ticket = make.ticket(capacity=CAPACITY)
     quantities = [random.randint(1, 4) if mixed else 1 for _ in range(BUYERS)]
 
     results = rush(server, ticket, quantities)

@@ -4,7 +4,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,25 +14,21 @@ from shop.extensions import db
 from shop.models import Admission, DeliveryPath, PaymentEvent, TicketOrder
 from shop.models.base import utcnow
 from shop.payments.sandbox.models import SandboxCheckout
-from tests.apps import app_on_new_database, database_url, empty_tables
-from tests.factories import make_ticket, reload
-from tests.live_server import drop_database, sandbox_environment
-from tests.stripe_server import FakeStripe
+from tests.support.stripe_server import FakeStripe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PAY_URL = re.compile(r"^http://localhost/sandbox/pay/(sbx_[0-9a-f]+)$")
 
 
 @pytest.fixture(scope="module")
-def sandbox_app():
+def sandbox_app(shop_app):
     """A shop without STRIPE_SECRET_KEY on a database of its own, built by the migrations."""
-    app = app_on_new_database(sandbox_environment(database_url("sandbox")), {"TESTING": True})
-    yield app
-    drop_database(app)
+    with shop_app(sandbox=True, new_database="sandbox") as app:
+        yield app
 
 
 @pytest.fixture
-def sandbox(sandbox_app):
+def sandbox(sandbox_app, empty_tables):
     """The sandbox app's context for factories and queries; its tables are emptied afterwards."""
     with sandbox_app.app_context():
         yield sandbox_app
@@ -59,7 +54,7 @@ def buyer(sandbox):
     return client
 
 
-def start_checkout(buyer, ticket, quantity=2, email="buyer@example.com"):
+def submit_buy_form(buyer, ticket, quantity=2, email="buyer@example.com"):
     """Submit the event page's buy form; returns the response (a redirect to the pay page when it worked)."""
     token = buyer.token(f"/events/{ticket.event_id}")
     return buyer.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
@@ -72,10 +67,10 @@ def pay(buyer, pay_path):
 
 
 @pytest.fixture
-def pay_path(buyer):
+def pay_path(buyer, make):
     """A pending order for 2 × 12.50 and the path of its sandbox pay page."""
-    ticket = make_ticket(price="12.50", capacity=10, name="Standing")
-    response = start_checkout(buyer, ticket)
+    ticket = make.ticket(price="12.50", capacity=10, name="Standing")
+    response = submit_buy_form(buyer, ticket)
     assert response.status_code == 303, response.get_data(as_text=True)
     return response.headers["Location"].removeprefix("http://localhost")
 
@@ -84,10 +79,10 @@ def the_order():
     return db.session.query(TicketOrder).one()
 
 
-def test_checkout_without_a_stripe_key_redirects_to_the_sandbox_pay_page(sandbox, buyer):
-    ticket = make_ticket(price="12.50", capacity=10)
+def test_checkout_without_a_stripe_key_redirects_to_the_sandbox_pay_page(sandbox, buyer, make, reload):
+    ticket = make.ticket(price="12.50", capacity=10)
 
-    response = start_checkout(buyer, ticket)
+    response = submit_buy_form(buyer, ticket)
 
     assert response.status_code == 303
     match = PAY_URL.match(response.headers["Location"])
@@ -109,7 +104,7 @@ def test_sandbox_pay_page_shows_the_amount_and_line_items(sandbox, buyer, pay_pa
     assert "Paying as buyer@example.com" in text
 
 
-def test_paying_in_the_sandbox_marks_the_order_paid_through_fulfilment(sandbox, buyer, pay_path):
+def test_paying_in_the_sandbox_marks_the_order_paid_through_fulfilment(sandbox, buyer, pay_path, reload):
     response = pay(buyer, pay_path)
 
     assert response.status_code == 303
@@ -125,7 +120,7 @@ def test_paying_in_the_sandbox_marks_the_order_paid_through_fulfilment(sandbox, 
     assert "you're going" in success.get_data(as_text=True)
 
 
-def test_paying_a_sandbox_checkout_twice_is_refused_with_409(sandbox, buyer, pay_path):
+def test_paying_a_sandbox_checkout_twice_is_refused_with_409(sandbox, buyer, pay_path, reload):
     assert pay(buyer, pay_path).status_code == 303
 
     again = pay(buyer, pay_path)
@@ -150,9 +145,9 @@ def test_sandbox_pay_page_of_an_unknown_session_is_404(sandbox, buyer):
     assert buyer.get("/sandbox/pay/sbx_000000000000000000000000").status_code == 404
 
 
-def test_paying_an_unknown_sandbox_session_is_404(sandbox, buyer, monkeypatch):
+def test_paying_an_unknown_sandbox_session_is_404(sandbox, buyer, monkeypatch, make):
     monkeypatch.setitem(sandbox.config, "PROPAGATE_EXCEPTIONS", False)  # a crash shows as the 500 a buyer gets
-    ticket = make_ticket()
+    ticket = make.ticket()
     token = buyer.token(f"/events/{ticket.event_id}")
 
     response = buyer.post("/sandbox/pay/sbx_000000000000000000000000", data={"csrf_token": token})
@@ -161,8 +156,9 @@ def test_paying_an_unknown_sandbox_session_is_404(sandbox, buyer, monkeypatch):
     assert db.session.get(DeliveryPath, "sandbox") is None
 
 
-def test_cancel_link_on_the_sandbox_page_releases_the_seats(sandbox, buyer, pay_path):
-    cancel_url = re.search(r'<a href="([^"]+)">Cancel and go back</a>', buyer.get(pay_path).get_data(as_text=True)).group(1)
+def test_cancel_link_on_the_sandbox_page_releases_the_seats(sandbox, buyer, pay_path, reload):
+    pay_page = buyer.get(pay_path).get_data(as_text=True)
+    cancel_url = re.search(r'<a href="([^"]+)">Cancel and go back</a>', pay_page).group(1)
 
     confirm = buyer.get(cancel_url.replace("&amp;", "&").removeprefix("http://localhost")).get_data(as_text=True)
     token = re.search(r'name="token" value="([^"]+)"', confirm).group(1)
@@ -211,7 +207,8 @@ def test_sandbox_runs_only_when_chosen_or_in_the_embedded_default(tmp_path):
     base = {"DATABASE_URL": "mysql+pymysql://shop@db/shop", "SECRET_KEY": "4f1c9e27b8d05a63c2e9f71b0a6d3e58",
             "SHOP_BASE_URL": "https://tickets.example.com"}
     assert load_config({**base, "SHOP_PAYMENTS": "sandbox"}, instance_path=tmp_path)["STRIPE"].sandbox is True
-    assert load_config({**base, "STRIPE_SECRET_KEY": "sk_live_abc123"}, instance_path=tmp_path)["STRIPE"].sandbox is False
+    live = {**base, "STRIPE_SECRET_KEY": "sk_live_abc123"}
+    assert load_config(live, instance_path=tmp_path)["STRIPE"].sandbox is False
     assert load_config({}, instance_path=tmp_path)["STRIPE"].sandbox is True  # SQLite and no key: the demo
     with pytest.raises(ConfigError):
         load_config(base, instance_path=tmp_path)  # a real database never falls back to the sandbox

@@ -19,9 +19,15 @@ from shop.models import User
 from shop.security import TrustedProxies
 from shop.services.accounts import change_password, password_hashing_slot
 from shop.urls import external_url
-from tests.apps import app_from_environment
-from tests.conftest import login, shop_environment
-from tests.factories import checkout, make_ticket, make_user
+from tests.support.apps import app_from_environment
+from tests.support.clients import AuthActions
+from tests.support.factories import PASSWORD, Factories, OrderPlacer
+
+make_user, make_ticket = Factories().user, Factories().ticket
+
+
+def login(client, user, password=PASSWORD):
+    return AuthActions(client).login(user, password)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PASSWORD = "correct horse battery"
@@ -30,13 +36,13 @@ BASE = "https://tickets.example.com"
 
 
 @pytest.fixture
-def shop_with(app, stripe_server):
+def shop_with(app, shop_env):
     """``shop_with(**settings)``: another app on the test database, as a process started with those settings."""
     made = []
 
     def build(test_config=None, **env):
         config = {"TESTING": True, **(test_config or {})}
-        made.append(app_from_environment(shop_environment(stripe_server, **env), config))
+        made.append(app_from_environment(shop_env(**env), config))
         return made[-1]
 
     yield build
@@ -102,8 +108,7 @@ def expected_csp(stripe_server):
 def test_security_headers_on_every_kind_of_page(app, ctx, form_client, stripe_server):
     user = make_user()
     ticket = make_ticket()
-    with app.test_request_context():
-        order, _ = checkout(ticket, user=user)
+    order = OrderPlacer(app)(ticket, user=user)
     public = {"index": form_client.get("/"), "event": form_client.get(f"/events/{ticket.event_id}"),
               "not found": form_client.get("/no/such/page"), "healthz": form_client.get("/healthz"),
               "webhook json": form_client.post("/webhooks/stripe", data="{}", content_type="application/json",

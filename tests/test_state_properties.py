@@ -1,5 +1,6 @@
 """Property: whatever Stripe did, and however its events arrive (duplicated, shuffled, interleaved),
 each order ends in the state Stripe's final objects imply, and the seat counters add up."""
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -9,7 +10,6 @@ from shop.models import TicketOrder, TicketType
 from shop.models.orders import OrderStatus
 from shop.payments.stripe.provider import payment_state, provider_event
 from shop.services.event_log import receive_event
-from tests.factories import checkout, make_ticket
 
 # What happened at Stripe to one checkout, as the list of Stripe actions that produce events.
 HISTORIES = {
@@ -39,20 +39,22 @@ def run_history(stripe_server, order, history):
     return events
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=checkouts, data=st.data())
-def test_any_event_sequence_ends_where_stripe_says(app, ctx, stripe_server, plan, data):
-    ticket = make_ticket(capacity=20)
-    with app.test_request_context():
-        orders = [checkout(ticket, quantity=quantity)[0] for _, quantity in plan]
-    events = [e for order, (history, _) in zip(orders, plan) for e in run_history(stripe_server, order, history)]
-    deliveries = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events), max_size=4)) if events else []))
+def test_any_event_sequence_ends_where_stripe_says(ctx, stripe_server, make, place_order, plan, data):
+    ticket = make.ticket(capacity=20)
+    orders = [place_order(ticket, quantity=quantity) for _, quantity in plan]
+    events = [e for order, (history, _) in zip(orders, plan, strict=True)
+              for e in run_history(stripe_server, order, history)]
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=4)) if events else []
+    deliveries = data.draw(st.permutations(events + duplicates))
 
     for event in deliveries:
         receive_event(provider_event(event), "webhook")
 
     db.session.rollback()
-    for order, (history, _) in zip(orders, plan):
+    for order, (history, _) in zip(orders, plan, strict=True):
         order = db.session.get(TicketOrder, order.id, populate_existing=True)
         truth = payment_state(stripe_server.sessions[order.checkout_ref] | {
             "payment_intent": _expanded_intent(stripe_server, order.checkout_ref)})

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import stripe
 
-from tests.stripe_server import FakeStripe
+from tests.support.stripe_server import FakeStripe
 
 API_KEY = "sk_test_fake"
 WEBHOOK_SECRET = "whsec_test_secret"

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("checkout", __name__)
 
-from . import routes  # noqa: E402,F401
+from . import routes  # noqa: E402,F401  (registers the routes on bp)

@@ -117,7 +117,8 @@ class SqsPoller:
 
     def run(self, stop):
         """Poll until ``stop`` is set; the batch in hand is finished first. Never raises."""
-        logger.info("SQS poller started in pid %s on %s (long poll %s s)", os.getpid(), self.queue_url, self.wait_seconds)
+        logger.info("SQS poller started in pid %s on %s (long poll %s s)",
+                    os.getpid(), self.queue_url, self.wait_seconds)
         failures = 0
         while not stop.is_set():
             try:

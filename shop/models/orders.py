@@ -92,7 +92,8 @@ class TicketOrder(db.Model):
     checked_at = db.Column(db.DateTime, nullable=True)
     # The buyer's address (after the trusted proxies), for the per-address cap on live holds.
     client_ip = db.Column(db.String(45), nullable=True)
-    updated_at = db.Column(db.DateTime, nullable=False, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
+    updated_at = db.Column(db.DateTime, nullable=False, default=utcnow, onupdate=utcnow,
+                           server_default=func.current_timestamp())
 
     # Loaded on demand: the checkout and the state machine never need them, the pages join them in.
     event = db.relationship("Event")

@@ -78,7 +78,8 @@ class PaymentEvent(db.Model):
     type = db.Column(db.String(100), nullable=False)
     delivered_by = db.Column(db.String(32), nullable=False)
     processed_by = db.Column(db.String(32), nullable=True)
-    received_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp(), index=True)
+    received_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp(),
+                            index=True)
     processed_at = db.Column(db.DateTime, nullable=True)
     order_id = db.Column(db.Integer, nullable=True, index=True)
     outcome = db.Column(db.String(64), nullable=False, default="", server_default="")  # the label, for people

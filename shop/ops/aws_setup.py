@@ -78,7 +78,10 @@ def provision(report, *, event_source=None, event_bus=None, queue_name=DEFAULT_Q
         raise AwsSetupError("give either the partner event source (--event-source) or an existing bus (--event-bus)")
     try:
         events, sqs = aws_client("events", region), aws_client("sqs", region)
-        bus = _ensure_partner_bus(events, event_source, report) if event_source else _existing_bus(events, event_bus, report)
+        if event_source:
+            bus = _ensure_partner_bus(events, event_source, report)
+        else:
+            bus = _existing_bus(events, event_bus, report)
         dlq_url = _ensure_queue(sqs, f"{queue_name}-dlq", {"MessageRetentionPeriod": RETENTION_SECONDS}, report)
         redrive = {"deadLetterTargetArn": _queue_arn(sqs, dlq_url), "maxReceiveCount": MAX_RECEIVE_COUNT}
         queue_url = _ensure_queue(sqs, queue_name, {

@@ -122,7 +122,8 @@ def _webhook_secret():
         return Check(OK, "webhook secret", "STRIPE_WEBHOOK_SECRET is set")
     fix = "copy the endpoint's signing secret (whsec_…) from Stripe's dashboard into STRIPE_WEBHOOK_SECRET"
     if current_app.config["SQS_QUEUE_URL"]:
-        return Check(WARN, "webhook secret", "not set: the webhook refuses every event, EventBridge is the only path", fix)
+        return Check(WARN, "webhook secret", "not set: the webhook refuses every event, EventBridge is the only path",
+                     fix)
     return Check(FAIL, "webhook secret", "not set and no queue either: no event can reach the shop", fix)
 
 
@@ -171,7 +172,8 @@ def _dead_letter_queue(sqs, attributes):
     count = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
                 ["Attributes"]["ApproximateNumberOfMessages"])
     if count:
-        return Check(FAIL, "dead-letter queue", f"events received but not processed: {_count(count, 'message')} in {name}",
+        return Check(FAIL, "dead-letter queue",
+                     f"events received but not processed: {_count(count, 'message')} in {name}",
                      f"read them (aws sqs receive-message --queue-url {dlq_url}); once the cause is fixed, "
                      f"move them back: aws sqs start-message-move-task --source-arn {dlq_arn}")
     return Check(OK, "dead-letter queue", f"{name} configured, empty")
@@ -202,7 +204,8 @@ def _partner_source(events, name):
         return Check(FAIL, "partner event source", f"events not reaching: {name} is PENDING, not associated with an "
                      "event bus; AWS deletes it 7 days after Stripe created it", f"{SETUP} --event-source {name}"), name
     return Check(FAIL, "partner event source", f"events not reaching: {name} is {state}",
-                 f"create a new EventBridge destination in Stripe's dashboard, then {SETUP} --event-source <its name>"), name
+                 f"create a new EventBridge destination in Stripe's dashboard, "
+                 f"then {SETUP} --event-source <its name>"), name
 
 
 def _rule_and_policy(events, bus, attributes, source):
@@ -231,7 +234,8 @@ def _rule_problem(rule, source):
     example = source or f"{STRIPE_SOURCE_PREFIX}/ed_…"
     sources = pattern.get("source")
     if sources is not None and not any(
-            s == example or (isinstance(s, dict) and isinstance(s.get("prefix"), str) and example.startswith(s["prefix"]))
+            s == example
+            or (isinstance(s, dict) and isinstance(s.get("prefix"), str) and example.startswith(s["prefix"]))
             for s in sources):
         return (f"matches source {json.dumps(sources)}, but Stripe's events carry {example}: "
                 f'match {{"prefix": "{STRIPE_SOURCE_PREFIX}"}}')
@@ -250,9 +254,11 @@ def _queue_policy(attributes, rule_arn):
         actions = actions if isinstance(actions, list) else [actions]
         source_arns = json.dumps(st.get("Condition", {}))
         if (st.get("Effect") == "Allow" and "events.amazonaws.com" in principal
-                and {"sqs:SendMessage", "sqs:*", "*"} & set(actions) and (rule_arn in source_arns or "Condition" not in st)):
+                and {"sqs:SendMessage", "sqs:*", "*"} & set(actions)
+                and (rule_arn in source_arns or "Condition" not in st)):
             return Check(OK, "queue policy", f"EventBridge may send from {rule_arn}")
-    return Check(FAIL, "queue policy", f"events not reaching: the queue's policy does not let EventBridge send from {rule_arn}",
+    return Check(FAIL, "queue policy",
+                 f"events not reaching: the queue's policy does not let EventBridge send from {rule_arn}",
                  f"{SETUP} sets it")
 
 
@@ -290,7 +296,8 @@ def _unprocessed_events():
                                       PaymentEvent.received_at < utcnow() - UNPROCESSED_AFTER)
     if not count:
         return Check(OK, "unprocessed events", "every event received was processed")
-    return Check(FAIL, "unprocessed events", f"events received but not processed: {_count(count, 'event')} (latest {latest.id} "
+    return Check(FAIL, "unprocessed events",
+                 f"events received but not processed: {_count(count, 'event')} (latest {latest.id} "
                  f"{latest.type} via {latest.delivered_by}: {(latest.error or 'no error recorded')[:200]})",
                  "a redelivery processes them again; the log has each event id; "
                  "flask --app wsgi shop sweep settles their orders from Stripe")
@@ -300,7 +307,8 @@ def _missing_order_id():
     count, latest = _count_and_latest(PaymentEvent.outcome_reason == OutcomeReason.NO_ORDER_ID.value)
     if not count:
         return Check(OK, "order_id in metadata", "no event lacked it")
-    return Check(WARN, "order_id in metadata", f"order_id missing from metadata: {_count(count, 'event')} (latest {latest.id}) "
+    return Check(WARN, "order_id in metadata",
+                 f"order_id missing from metadata: {_count(count, 'event')} (latest {latest.id}) "
                  "for Checkout Sessions without metadata.order_id, so no order could be matched",
                  "if these were shop payments, their sessions were not made by this shop's checkout; otherwise "
                  "they belong to another product on the same Stripe account")

@@ -4,8 +4,8 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from .health import database_answers, health_report
 from . import bp
+from .health import database_answers, health_report
 
 logger = logging.getLogger(__name__)
 

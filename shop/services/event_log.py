@@ -58,7 +58,8 @@ def _record(event, path):
     try:
         with transaction():
             db.session.execute(insert(PaymentEvent).values(
-                id=event.id, type=event.type, delivered_by=path, received_at=utcnow(), payload=json.dumps(event.payload)))
+                id=event.id, type=event.type, delivered_by=path, received_at=utcnow(),
+                payload=json.dumps(event.payload)))
         return True
     except IntegrityError:
         pass

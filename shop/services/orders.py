@@ -69,7 +69,8 @@ def _seats_free(quantity):
 
 
 def _discount_use_left():
-    return or_(DiscountCode.max_uses.is_(None), DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
+    return or_(DiscountCode.max_uses.is_(None),
+               DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
 
 
 def change_status(order, new_status, cause):
@@ -94,7 +95,8 @@ def change_status(order, new_status, cause):
         _move_held_counts(order, old, new, held)
     if new is OrderStatus.PAID:
         order.paid_at = utcnow()
-        db.session.add_all(Admission(order_id=order.id, code=secrets.token_hex(8).upper()) for _ in range(order.quantity))
+        db.session.add_all(Admission(order_id=order.id, code=secrets.token_hex(8).upper())
+                           for _ in range(order.quantity))
     elif old is OrderStatus.PAID:
         db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))
     order.status = new.value

@@ -72,7 +72,9 @@ def settle_order(order_id, path):
         order = db.session.get(TicketOrder, order_id)
         checkout_ref, ended = order.checkout_ref, hold_ended(order)
     if checkout_ref is None:
-        return _release_without_checkout(order_id) if ended else Outcome(OutcomeKind.UNCHANGED, OutcomeReason.STILL_OPEN)
+        if ended:
+            return _release_without_checkout(order_id)
+        return Outcome(OutcomeKind.UNCHANGED, OutcomeReason.STILL_OPEN)
     if ended:
         gateway().close_checkout(checkout_ref)
     outcome = reconcile_order(order_id, path)

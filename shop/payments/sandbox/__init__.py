@@ -10,6 +10,6 @@ from .provider import SandboxProvider
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
 
-from . import routes  # noqa: E402,F401  (registers the pay page on bp)
+from . import routes  # noqa: E402,F401  (registers the routes on bp)
 
 __all__ = ["SandboxProvider", "bp"]

@@ -201,7 +201,8 @@ class StripeProvider:
             "expires_at": int(spec.expires_at.replace(tzinfo=timezone.utc).timestamp()),
         }
         with _translated_errors(self.key):
-            session = self.client.v1.checkout.sessions.create(params=params, options={"idempotency_key": idempotency_key})
+            session = self.client.v1.checkout.sessions.create(
+                params=params, options={"idempotency_key": idempotency_key})
         return Checkout(ref=session.id, url=session.url)
 
     def read_checkout(self, checkout_ref):

@@ -596,7 +596,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    # `python -m tests.stripe_server`: serve in a process of its own (the benchmark does), printing the URL.
+    # `python -m tests.support.stripe_server`: serve in a process of its own (the benchmark does), printing the URL.
     import sys
     server = FakeStripe(api_key=sys.argv[1] if len(sys.argv) > 1 else "sk_test_fake")
     server.latency = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0

@@ -1,4 +1,7 @@
-"""The shop under gunicorn with the repository's own gunicorn.conf.py, as production runs it."""
+"""The shop under gunicorn with the repository's own gunicorn.conf.py, as production runs it.
+
+A pytest plugin: ``with gunicorn_shop(workers=4) as served:`` runs it on the session's database.
+"""
 import contextlib
 import os
 import socket
@@ -9,9 +12,18 @@ import time
 import urllib.request
 from typing import NamedTuple
 
-from tests.conftest import shop_environment
+import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def gunicorn_shop(shop_env):
+    """``with gunicorn_shop(workers=4, **settings) as served:`` (``served.url``, ``served.log_path``):
+    gunicorn on a free loopback port with the environment ``shop_env(**settings)`` builds."""
+    def serve(workers=4, **settings):
+        return gunicorn_server(shop_env(**settings), workers=workers)
+    return serve
 
 
 def free_port():
@@ -26,12 +38,17 @@ class ServedShop(NamedTuple):
 
 
 @contextlib.contextmanager
-def gunicorn_server(stripe_server, workers=4, **extra_env):
-    """Run gunicorn on a free loopback port against the test database; yields its URL and log file."""
+def gunicorn_server(shop_env, workers=4):
+    """Run gunicorn on a free loopback port with ``shop_env``; yields its URL and log file.
+
+    ``workers=None`` leaves their number to gunicorn.conf.py (``WEB_CONCURRENCY`` or 2 × cores).
+    """
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **shop_environment(stripe_server, **{"SHOP_BASE_URL": base_url, **extra_env}),
-           "PORT": str(port), "WEB_CONCURRENCY": str(workers), "SHOP_SQS_POLLER": "off"}
+    # Served under its own address: links to Stripe are built from SHOP_BASE_URL, and its host is trusted.
+    env = {**os.environ, **shop_env, "PORT": str(port), "SHOP_SQS_POLLER": "off", "SHOP_BASE_URL": base_url}
+    if workers is not None:
+        env["WEB_CONCURRENCY"] = str(workers)
     # The log goes to a file: a pipe nobody reads fills up and blocks every worker mid-request.
     log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
     process = subprocess.Popen(
@@ -43,10 +60,10 @@ def gunicorn_server(stripe_server, workers=4, **extra_env):
             try:
                 with urllib.request.urlopen(f"{base_url}/healthz", timeout=2):
                     break
-            except OSError:
+            except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
                     with open(log.name) as f:
-                        raise RuntimeError(f"gunicorn did not start: {f.read()[-2000:]}")
+                        raise RuntimeError(f"gunicorn did not start: {f.read()[-2000:]}") from exc
                 time.sleep(0.2)
         yield ServedShop(base_url, log.name)
     finally:

@@ -1,8 +1,9 @@
 """AWS for the tests: moto's server on a loopback port, spoken to by real boto3 over HTTP.
 
-Test modules import the fixtures they use (``from tests.aws import aws, moto_server``).
-The ``aws`` fixture empties moto and points this process's boto3 chain at it through the
-environment (``AWS_ENDPOINT_URL``, dummy credentials), exactly as an operator would.
+A pytest plugin (``pytest_plugins`` in ``tests/conftest.py``): tests ask for ``aws``, ``moto_server``
+or ``running_poller`` by name. The ``aws`` fixture empties moto and points this process's boto3
+chain at it through the environment (``AWS_ENDPOINT_URL``, dummy credentials), exactly as an
+operator would; ``shop_env(aws=aws, queue_url=…)`` gives a shop the same settings.
 """
 import contextlib
 import copy
@@ -18,18 +19,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from shop.delivery.sqs_poller import SqsPoller
-from shop.extensions import db
-from tests.apps import app_from_environment
-from tests.conftest import shop_environment
 
 REGION = "us-east-1"
 STRIPE_SOURCE = "aws.partner/stripe.com/ed_test_61ShopTestDestination"
 FIXTURES = Path(__file__).parent / "fixtures" / "eventbridge"
-
-
-def aws_environment(endpoint_url):
-    return {"AWS_ENDPOINT_URL": endpoint_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +39,16 @@ def moto_server():
 def aws(moto_server, monkeypatch):
     """An empty moto, with this process's AWS settings pointing at it."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")).close()
-    for name, value in aws_environment(moto_server).items():
+    aws = Aws(moto_server)
+    for name, value in aws.environment.items():
         monkeypatch.setenv(name, value)
-    return Aws(moto_server)
+    return aws.connect()
+
+
+@pytest.fixture(scope="session")
+def running_poller():
+    """``with running_poller(app):`` the app's SQS poller runs in a thread until the block ends."""
+    return _running_poller
 
 
 class Aws:
@@ -56,8 +56,14 @@ class Aws:
 
     def __init__(self, endpoint_url):
         self.endpoint_url = endpoint_url
+        self.environment = {"AWS_ENDPOINT_URL": endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
+                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
+    def connect(self):
+        """Create the clients (after the environment points boto3's chain at moto)."""
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.events = boto3.client("events", region_name=REGION)
+        return self
 
     def queue(self, name="shop-test-events", dead_letter_queue=False):
         """A fresh queue's URL; with ``dead_letter_queue`` it redrives to ``<name>-dlq``."""
@@ -77,11 +83,6 @@ class Aws:
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
-    def shop_env(self, queue_url, **extra):
-        """The shop's settings for this queue; a 1 s long poll keeps the tests' shutdowns short."""
-        return {"SQS_QUEUE_URL": queue_url, "AWS_REGION": REGION, "SHOP_SQS_WAIT_SECONDS": "1",
-                **aws_environment(self.endpoint_url), **extra}
-
     def put_stripe_event(self, event, bus, source=STRIPE_SOURCE):
         """What Stripe's event destination does: one event on the partner bus, the Stripe event as detail."""
         reply = self.events.put_events(Entries=[{
@@ -89,31 +90,20 @@ class Aws:
             "Resources": [f"arn:aws:events:{REGION}::event-source/{source}"]}])
         assert reply["FailedEntryCount"] == 0, reply
 
-
-def envelope(event, source=STRIPE_SOURCE, fixture="checkout.session.completed.envelope.json"):
-    """An SQS body as EventBridge writes it: the fixture's envelope around ``event``."""
-    body = json.loads((FIXTURES / fixture).read_text())
-    body.update({"id": str(uuid.uuid4()), "source": source, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "resources": [f"arn:aws:events:{REGION}::event-source/{source}"]})
-    if event is not None:
-        body.update({"detail-type": event["type"], "detail": copy.deepcopy(event)})
-    return json.dumps(body)
-
-
-@contextlib.contextmanager
-def shop_app(stripe_server, **env):
-    """A second shop app (as another process would have) on the test database, with extra settings."""
-    app = app_from_environment(shop_environment(stripe_server, **env), {"TESTING": True})
-    try:
-        yield app
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    @staticmethod
+    def envelope(event, source=STRIPE_SOURCE, fixture="checkout.session.completed.envelope.json"):
+        """An SQS body as EventBridge writes it: the fixture's envelope around ``event``."""
+        body = json.loads((FIXTURES / fixture).read_text())
+        body.update({"id": str(uuid.uuid4()), "source": source,
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "resources": [f"arn:aws:events:{REGION}::event-source/{source}"]})
+        if event is not None:
+            body.update({"detail-type": event["type"], "detail": copy.deepcopy(event)})
+        return json.dumps(body)
 
 
 @contextlib.contextmanager
-def running_poller(app):
-    """The app's SQS poller, running in a thread until the block ends."""
+def _running_poller(app):
     stop = threading.Event()
     thread = threading.Thread(target=SqsPoller(app).run, args=(stop,), name="test-sqs-poller", daemon=True)
     thread.start()
@@ -123,13 +113,3 @@ def running_poller(app):
         stop.set()
         thread.join(timeout=app.config["SHOP_SQS_WAIT_SECONDS"] + 10)
         assert not thread.is_alive(), "the poller did not stop"
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"not true within {timeout} s: {predicate.__doc__ or predicate}")
