@@ -44,7 +44,8 @@ def run(env, label):
     app = app_from_environment(env)
     build_schema(app)
     runner = app.test_cli_runner()
-    runner.invoke(args=["shop", "create-event", "--title", "Big", "--venue", "Arena", "--starts-at", "2099-01-01T20:00"])
+    runner.invoke(args=["shop", "create-event", "--title", "Big", "--venue", "Arena",
+                        "--starts-at", "2099-01-01T20:00"])
     runner.invoke(args=["shop", "add-ticket", "1", "--name", "Floor", "--price", "20.00", "--capacity", str(CAPACITY)])
     with gunicorn_server(env, workers=None) as served:
         statuses, seconds = attack(served.url)
