@@ -18,7 +18,7 @@ from ..extensions import db
 from ..models import DiscountCode, TicketOrder, TicketType
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
-from ..payments import CheckoutLine, CheckoutSpec, PaymentUnavailable, gateway, order_token
+from ..payments import CheckoutLine, CheckoutSpec, PaymentRefused, PaymentUnavailable, gateway, order_token
 from .fulfilment import reconcile_order
 from .orders import change_status, hold_seats, lock_order, reserve_discount_use
 from .transactions import transaction
@@ -179,7 +179,7 @@ def _open_checkout(order, line, urls):
         _abandon(order.id, f"payment page not opened: {exc}")
         raise PaymentProviderDown("We could not reach our payment provider. Nothing was charged; "
                                   "please try again in a moment.") from exc
-    except Exception as exc:  # PaymentRefused, or a bug: the buyer never got a page to pay on
+    except PaymentRefused as exc:
         _abandon(order.id, f"payment page not opened: {exc}")
         raise PaymentProviderDown("Our payment provider could not start this payment. Nothing was charged; "
                                   "please contact the organizer.") from exc
