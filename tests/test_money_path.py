@@ -295,3 +295,20 @@ def test_the_json_checkout_never_answers_500(app, body, make):
         answer = app.test_client().post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout", json=body)
         db.session.remove()
     assert answer.status_code in (201, 400, 404, 409, 429), answer.get_data(as_text=True)
+
+
+def test_stripes_return_urls_come_from_shop_base_url(app, shop_app, stripe_server, make):
+    base = "https://tickets.example.com"
+    with shop_app(SHOP_BASE_URL=base) as shop, shop.app_context():
+        ticket = make.ticket()
+        answer = shop.test_client().post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
+                                         json={"quantity": 1, "email": "fan@example.com"}, base_url=base)
+        assert answer.status_code == 201
+        order = db.session.get(TicketOrder, answer.json["order_id"])
+        session = stripe_server.sessions[order.checkout_ref]
+        assert session["success_url"] == f"{base}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}"
+        assert session["cancel_url"].startswith(f"{base}/checkout/cancel?")
+        forged = shop.test_client().post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
+                                         json={"quantity": 1, "email": "fan@example.com"},
+                                         base_url="http://evil.example")
+        assert forged.status_code == 400
