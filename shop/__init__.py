@@ -43,7 +43,8 @@ def create_app(test_config=None):
     from .checkout import bp as checkout_bp
     from .delivery.webhook import bp as webhook_bp
     from .ops import bp as ops_bp
-    for bp in (catalog_bp, checkout_bp, account_bp, webhook_bp, ops_bp):
+    from .tickets import bp as tickets_bp
+    for bp in (catalog_bp, checkout_bp, account_bp, tickets_bp, webhook_bp, ops_bp):
         app.register_blueprint(bp)
     if app.config["STRIPE"].sandbox:
         from .payments.sandbox import bp as sandbox_bp

@@ -77,7 +77,9 @@ def create(event_id, ticket_id):
     if form.discount_code.data and not _discount_attempts():
         return error_response(429, "Too many discount codes were tried from here. Please wait a while.")
     req = CheckoutRequest(
-        event_id=event_id, ticket_id=ticket_id, quantity=form.quantity.data, email=form.email.data.strip(),
+        event_id=event_id, ticket_id=ticket_id, quantity=form.quantity.data,
+        # Lower case, as accounts store it: the order look-up and a verified account find it by this address.
+        email=form.email.data.strip().lower(),
         discount_code=form.discount_code.data or "", client_ip=request.remote_addr,
         user_id=current_user.id if current_user.is_authenticated else None)
     urls = ReturnUrls(success=external_url(".success") + "?session_id={CHECKOUT_REF}",
