@@ -195,6 +195,7 @@ def forgot_password():
     if form.validate_on_submit():
         send_password_reset(form.email.data)
         sent = RESET_SENT.format(minutes=current_app.config["SHOP_RESET_LINK_MINUTES"])
+        form = EmailForm(formdata=None)
     return render_template("account/forgot.html", form=form, sent=sent), 400 if form.errors else 200
 
 

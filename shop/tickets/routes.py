@@ -51,6 +51,7 @@ def lookup():
     if form.validate_on_submit():
         send_order_lookup(form.email.data)
         sent = True
+        form = LookupForm(formdata=None)  # the page says nothing about the address: not even which it was
     message = LOOKUP_SENT.format(hours=current_app.config["SHOP_LOOKUP_LINK_HOURS"]) if sent else None
     return render_template("tickets/lookup.html", form=form, sent=message), 400 if form.errors else 200
 

@@ -45,8 +45,16 @@ class Received:
 
 
 class _Keep:
+    """Accepts every message, except for mailboxes at ``refused.test``, which it refuses for good (550)."""
+
     def __init__(self, server):
         self.server = server
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.endswith("@refused.test"):
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         received = Received(envelope.mail_from, list(envelope.rcpt_tos),
