@@ -33,7 +33,8 @@ from tests.support.factories import Factories, HoldActions, OrderPlacer, reload
 from tests.support.smtp_server import SmtpServer
 from tests.support.stripe_server import FakeStripe
 
-pytest_plugins = ["tests.support.aws", "tests.support.gunicorn_server", "tests.support.live_server"]
+pytest_plugins = ["tests.support.aws", "tests.support.browser", "tests.support.gunicorn_server",
+                  "tests.support.live_server"]
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """The outbox and the mail server: each message written with its cause, sent once, retried through an outage,
 and visible to an operator when it cannot be sent. The mail server is aiosmtpd on loopback."""
+import json
 import logging
 import threading
 import time
+import urllib.request
 
 import pytest
 from icalendar import Calendar
@@ -17,6 +19,7 @@ from shop.ops.doctor import FAIL, run_checks
 from shop.services.mail import send_order_lookup
 from shop.services.outbox import outbox_counts, send_due
 from shop.services.transactions import transaction
+from tests.support.apps import WEBHOOK_SECRET
 from tests.support.aws import Aws
 
 
@@ -244,3 +247,27 @@ def test_resend_from_the_cli_queues_the_tickets_again(app, ctx, make, place_orde
     send_due()
     assert sorted(m.subject.split(":")[0] for m in mailbox.wait_for(2)) == ["Your tickets", "Your tickets again"]
     assert runner.invoke(args=["shop", "resend", "987654"]).exit_code != 0
+
+
+@pytest.mark.slow
+def test_every_gunicorn_worker_runs_a_sender_and_each_confirmation_goes_out_once(
+        app, ctx, gunicorn_shop, make, place_order, stripe_server, mailbox):
+    ticket = make.ticket(capacity=100)
+    orders = [place_order(ticket, email=f"rush{i}@example.com") for i in range(12)]
+    with gunicorn_shop(workers=3) as served:
+        for order in orders:
+            payload = json.dumps(stripe_server.complete(order.checkout_ref))
+            for _ in range(2):  # Stripe delivers some events twice
+                request = urllib.request.Request(
+                    f"{served.url}/webhooks/stripe", data=payload.encode(), method="POST",
+                    headers={"Content-Type": "application/json",
+                             "Stripe-Signature": stripe_server.sign(payload, WEBHOOK_SECRET)})
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert response.status == 200
+        mailbox.wait_for(12, timeout=20)
+        time.sleep(2.5)  # more rounds of every worker's sender: nothing goes out twice
+        with open(served.log_path) as log:
+            starts = [line for line in log if "background threads started" in line]
+    assert sorted(m.recipients[0] for m in mailbox.messages()) == sorted(o.email for o in orders)
+    assert len(starts) == 3 and all("shop-mail-sender" in line for line in starts)
+    assert {(row.status, row.attempts) for row in messages()} == {("sent", 1)}
