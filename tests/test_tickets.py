@@ -166,7 +166,8 @@ def old_link(app, email, age):
     class SignedThen(TimestampSigner):
         def get_timestamp(self):
             return int(time.time() - age.total_seconds())
-    return URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="shop-link-order-lookup", signer=SignedThen).dumps(email)
+    serializer = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="shop-link-order-lookup", signer=SignedThen)
+    return serializer.dumps(email)
 
 
 def test_a_tampered_or_expired_look_up_link_is_refused(app, ctx, client, make, place_order):
@@ -296,7 +297,7 @@ def test_a_pending_order_can_be_resumed_or_cancelled_from_the_profile(ctx, form_
     profile = form_client.get("/profile").get_data(as_text=True)
     assert "Resume payment" not in profile
     # A cancelled order is one quiet line, never a ticket card.
-    assert f'<li id="order-{order.id}">' in profile and f'<article class="card order order-cancelled"' not in profile
+    assert f'<li id="order-{order.id}">' in profile and '<article class="card order order-cancelled"' not in profile
 
 
 def test_the_order_page_resends_the_tickets_and_offers_the_calendar(ctx, form_client, auth, make, place_order, pay):

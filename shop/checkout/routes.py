@@ -140,7 +140,9 @@ def _refresh_url(order, checkout_ref):
 
 def _may_see_codes(order):
     """The admission codes go to the order's logged-in owner, or to the browser that paid, for a while after."""
-    if current_user.is_authenticated and order.user_id == current_user.id:
+    if current_user.is_authenticated and (order.user_id == current_user.id or (
+            # A guest order placed with the address of a verified account is that account's too.
+            order.user_id is None and current_user.email_verified and order.email == current_user.email)):
         return True
     window = timedelta(minutes=current_app.config["SHOP_GUEST_TICKET_MINUTES"])
     return (order.id in session.get("guest_orders", []) and order.paid_at is not None
