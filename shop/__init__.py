@@ -12,7 +12,7 @@ def create_app(test_config=None):
     """Build the app from the environment (or ``test_config`` layered on top of it).
 
     Raises ``config.ConfigError`` for a missing or malformed setting. Starts nothing:
-    the SQS poller and the sweeper are started by the server (``gunicorn.conf.py``,
+    the SQS poller, the sweeper and the mail sender are started by the server (``gunicorn.conf.py``,
     ``flask run``) or the ``flask shop poll`` command, never at import time.
     """
     app = Flask(__name__, instance_relative_config=True,
