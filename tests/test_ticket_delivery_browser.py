@@ -68,8 +68,11 @@ def berlin_gig(make):
     return make.ticket(event, name="Standing", price="25.00", capacity=300)
 
 
-def buy_as_guest(page, shop, ticket, quantity, email):
-    """On the event page, fill in the ticket type's form, pay on Stripe's page, land on the success page."""
+def buy_as_guest(page, shop, ticket, quantity, email, before_paying=None):
+    """On the event page, fill in the ticket type's form, pay on Stripe's page, land on the success page.
+
+    ``before_paying(checkout_url)`` runs while the buyer is on Stripe's page.
+    """
     from playwright.sync_api import expect
     page.goto(f"{shop.url}/events/{ticket.event_id}")
     form = page.locator(f"#ticket-{ticket.id}")
@@ -77,6 +80,8 @@ def buy_as_guest(page, shop, ticket, quantity, email):
     form.get_by_label("Email").fill(email)
     form.get_by_role("button", name="Buy").click()
     expect(page).to_have_url(re.compile(re.escape(f"{shop.stripe.url}/c/pay/cs_test_")))
+    if before_paying:
+        before_paying(page.url)
     page.get_by_role("button", name="Pay").click()
     expect(page).to_have_url(re.compile(re.escape(f"{shop.url}/checkout/success?session_id=cs_test_")))
     expect(page.get_by_role("heading", level=1)).to_have_text("Thank you — you're going!")
@@ -87,7 +92,17 @@ def test_a_guest_buys_opens_the_emailed_ticket_and_prints_it_on_one_page(shop, b
     from playwright.sync_api import expect
     ticket = berlin_gig(make)
     page = browse()
-    buy_as_guest(page, shop, ticket, 2, "guest@example.com")
+
+    def look_at_the_wait(checkout_url):
+        """Another tab on the success page before paying: the wait, with the hold's end in Berlin time."""
+        waiting = browse(viewport=PHONE)
+        waiting.goto(f"{shop.url}/checkout/success?session_id={checkout_url.rsplit('/', 1)[1]}")
+        expect(waiting.get_by_role("heading", level=1)).to_have_text("We're confirming your payment")
+        expect(waiting.get_by_text("Your seats are held until")).to_contain_text(re.compile(r"\d\d:\d\d CET"))
+        assert waiting.locator('meta[http-equiv="refresh"]').count() == 1
+        waiting.screenshot(path=artifacts / "success-pending-phone.png", full_page=True)
+
+    buy_as_guest(page, shop, ticket, 2, "guest@example.com", before_paying=look_at_the_wait)
     page.screenshot(path=artifacts / "success-paid.png", full_page=True)
 
     (mail,) = mailbox.wait_for(1, to="guest@example.com", timeout=15)
