@@ -10,8 +10,8 @@ class LinkInvalid(Exception):
     """The link was altered, made for something else, or is not ours."""
 
 
-class LinkExpired(LinkInvalid):
-    """The link was ours but is older than its lifetime: ask for a new one."""
+class LinkExpired(Exception):
+    """The link was ours but is older than its lifetime: ask for a new one (a sibling: a different answer)."""
 
 
 def _serializer(purpose):

@@ -121,7 +121,8 @@ def send_verification(user):
 
 
 def user_from_verification(token):
-    """The user a verification link was made for, if the address is still theirs; raises links.LinkInvalid."""
+    """The user a verification link was made for, if the address is still theirs; raises links.LinkExpired or
+    links.LinkInvalid."""
     hours = current_app.config["SHOP_VERIFY_LINK_HOURS"]
     value = links.unsign(VERIFY, token, int(timedelta(hours=hours).total_seconds()))
     user = _user_of(value)
