@@ -1,7 +1,7 @@
 """gunicorn's settings for the shop; gunicorn reads this file from the working directory: ``gunicorn wsgi:app``.
 
-Each worker runs the SQS poller (when ``SQS_QUEUE_URL`` is set) and the sweeper as
-background threads, started by the hooks below once the worker has loaded the app.
+Each worker runs the SQS poller (when ``SQS_QUEUE_URL`` is set), the sweeper and the mail
+sender as background threads, started by the hooks below once the worker has loaded the app.
 """
 import multiprocessing
 import os

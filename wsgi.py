@@ -16,7 +16,7 @@ except ConfigError as exc:
     print(f"shop: configuration error: {exc}", file=sys.stderr)
     sys.exit(WORKER_BOOT_ERROR)
 
-# Under `flask run` this process serves the app, so it runs the SQS poller and the sweeper
-# too; under gunicorn, gunicorn.conf.py starts them in each worker, and every other
+# Under `flask run` this process serves the app, so it runs the SQS poller, the sweeper and the
+# mail sender too; under gunicorn, gunicorn.conf.py starts them in each worker, and every other
 # command starts none (see start_for_dev_server).
 start_for_dev_server(app)

@@ -12,7 +12,7 @@ def create_app(test_config=None):
     """Build the app from the environment (or ``test_config`` layered on top of it).
 
     Raises ``config.ConfigError`` for a missing or malformed setting. Starts nothing:
-    the SQS poller and the sweeper are started by the server (``gunicorn.conf.py``,
+    the SQS poller, the sweeper and the mail sender are started by the server (``gunicorn.conf.py``,
     ``flask run``) or the ``flask shop poll`` command, never at import time.
     """
     app = Flask(__name__, instance_relative_config=True,
@@ -43,7 +43,8 @@ def create_app(test_config=None):
     from .checkout import bp as checkout_bp
     from .delivery.webhook import bp as webhook_bp
     from .ops import bp as ops_bp
-    for bp in (catalog_bp, checkout_bp, account_bp, webhook_bp, ops_bp):
+    from .tickets import bp as tickets_bp
+    for bp in (catalog_bp, checkout_bp, account_bp, tickets_bp, webhook_bp, ops_bp):
         app.register_blueprint(bp)
     if app.config["STRIPE"].sandbox:
         from .payments.sandbox import bp as sandbox_bp

@@ -1,5 +1,5 @@
 """``flask --app wsgi shop …``: the organizer's and operator's commands."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import click
@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from .config import ConfigError, timezone_name
 from .delivery.sqs_poller import poll_until_signalled
 from .extensions import db
 from .models import DiscountCode, Event, TicketOrder, TicketType
@@ -15,22 +16,30 @@ from .models.base import utcnow
 from .ops.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, AwsSetupError, provision
 from .ops.doctor import FAIL, run_checks
 from .payments import PaymentRefused, PaymentUnavailable
+from .services.mail import TicketsNotSendable, resend_tickets
+from .services.outbox import outbox_counts, retry_message, send_due, undelivered
 from .services.refunds import RefundNotPossible, refund_order
 from .services.sweeper import sweep
+from .timezones import to_local, to_utc
 
 shop_cli = AppGroup("shop", help="Organizer and operator commands for the ticket shop.")
 
 
-def _when(value):
-    """ISO 8601 → naive UTC (times without an offset are taken as UTC)."""
+def _when(value, tz_name="UTC"):
+    """ISO 8601 → naive UTC; a time without an offset is local to ``tz_name``."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30:00+01:00") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
+            f"{value!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30 or 2027-03-01T19:30:00+01:00") from None
+    return to_utc(parsed, tz_name)
+
+
+def _zone(value):
+    try:
+        return timezone_name(value or current_app.config["SHOP_TIMEZONE"], "--timezone")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timezone") from None
 
 
 def _money(value):
@@ -46,19 +55,25 @@ def _money(value):
 
 @shop_cli.command("create-event")
 @click.option("--title", required=True)
-@click.option("--starts-at", required=True, help="ISO 8601, e.g. 2027-03-01T19:30:00+01:00")
+@click.option("--starts-at", required=True,
+              help="ISO 8601 local time in --timezone, e.g. 2027-03-01T19:30 (or with an offset: …T19:30:00+01:00)")
 @click.option("--venue", required=True)
 @click.option("--description", default="")
-def create_event(title, starts_at, venue, description):
-    """Create an event."""
+@click.option("--timezone", "tz_name", help="The event's IANA time zone, e.g. Europe/Berlin (default: SHOP_TIMEZONE)")
+def create_event(title, starts_at, venue, description, tz_name):
+    """Create an event; its times are shown in its own time zone."""
     if not title.strip() or len(title) > 200:
         raise click.BadParameter("the title must be 1 to 200 characters", param_hint="--title")
     if not venue.strip() or len(venue) > 200:
         raise click.BadParameter("the venue must be 1 to 200 characters", param_hint="--venue")
-    event = Event(title=title.strip(), starts_at=_when(starts_at), venue=venue.strip(), description=description)
+    zone = _zone(tz_name)
+    event = Event(title=title.strip(), starts_at=_when(starts_at, zone), venue=venue.strip(), description=description,
+                  timezone=zone)
     db.session.add(event)
     db.session.commit()
-    click.echo(f"Created event {event.id}: {event.title} at {event.venue}, {event.starts_at:%Y-%m-%d %H:%M} UTC")
+    local = to_local(event.starts_at, zone)
+    click.echo(f"Created event {event.id}: {event.title} at {event.venue}, {local:%Y-%m-%d %H:%M} {local.tzname()}"
+               + ("" if zone == "UTC" else f" ({zone})"))
 
 
 @shop_cli.command("add-ticket")
@@ -75,7 +90,8 @@ def add_ticket(event_id, name, price, capacity):
     ticket = TicketType(event_id=event_id, name=name.strip(), price=_money(price), capacity=capacity)
     db.session.add(ticket)
     db.session.commit()
-    click.echo(f"Added ticket type {ticket.id} to event {event_id}: {ticket.name}, {ticket.price}, {capacity} seats")
+    click.echo(f"Added ticket type {ticket.id} to event {event_id}: {ticket.name}, {ticket.price}, "
+               f"{capacity} {'seat' if capacity == 1 else 'seats'}")
 
 
 @shop_cli.command("create-discount")
@@ -98,8 +114,8 @@ def create_discount(code, percent_off, amount_off, max_uses, event_id, valid_fro
     discount = DiscountCode(code=normalized, percent_off=percent_off,
                             amount_off=_money(amount_off) if amount_off is not None else None,
                             max_uses=max_uses, event_id=event_id,
-                            valid_from=_when(valid_from) if valid_from else None,
-                            valid_until=_when(valid_until) if valid_until else None)
+                            valid_from=_when(valid_from, _zone(None)) if valid_from else None,
+                            valid_until=_when(valid_until, _zone(None)) if valid_until else None)
     db.session.add(discount)
     try:
         db.session.commit()
@@ -112,12 +128,12 @@ def create_discount(code, percent_off, amount_off, max_uses, event_id, valid_fro
 
 
 DEMO_EVENTS = [
-    ("Night of the Modular Synths", "The Warehouse, Berlin", 21,
+    ("Night of the Modular Synths", "The Warehouse, Berlin", "Europe/Berlin", 21,
      "Six artists, forty patch cables, one long night.", [("Standing", "25.00", 300), ("Balcony", "45.00", 40)]),
-    ("PyCon Lightning Evening", "Community Hall, Leeds", 35,
+    ("PyCon Lightning Evening", "Community Hall, Leeds", "Europe/London", 35,
      "Five-minute talks on everything Python, with pizza.",
      [("General admission", "10.00", 120), ("Supporter", "30.00", 20)]),
-    ("String Quartet at Dawn", "Botanic Garden Glasshouse", 50,
+    ("String Quartet at Dawn", "Botanic Garden Glasshouse", None, 50,
      "Haydn and Shostakovich as the sun comes up.", [("Seat", "35.00", 60)]),
 ]
 
@@ -127,15 +143,18 @@ def seed_demo():
     """Create a few upcoming demo events with ticket types; running it again adds nothing."""
     existing = set(db.session.execute(select(Event.title)).scalars())
     today = utcnow().replace(hour=19, minute=30, second=0, microsecond=0)
-    for title, venue, days, description, tickets in DEMO_EVENTS:
+    for title, venue, zone, days, description, tickets in DEMO_EVENTS:
         if title in existing:
             click.echo(f"Demo event exists: {title}")
             continue
-        event = Event(title=title, venue=venue, description=description, starts_at=today + timedelta(days=days))
+        zone = zone or current_app.config["SHOP_TIMEZONE"]
+        event = Event(title=title, venue=venue, description=description, timezone=zone,
+                      starts_at=to_utc(today + timedelta(days=days), zone))  # 19:30 where it takes place
         event.ticket_types = [TicketType(name=n, price=Decimal(p), capacity=c) for n, p, c in tickets]
         db.session.add(event)
         db.session.commit()
-        click.echo(f"Created demo event {event.id}: {title} ({len(tickets)} ticket types)")
+        click.echo(f"Created demo event {event.id}: {title} "
+                   f"({len(tickets)} {'ticket type' if len(tickets) == 1 else 'ticket types'})")
 
 
 @shop_cli.command("refund")
@@ -149,6 +168,49 @@ def refund(order_id, reason):
         raise click.ClickException(str(exc)) from None
     order = db.session.get(TicketOrder, order_id)
     click.echo(f"Order {order_id}: refund requested; the order is now {order.status} ({outcome})")
+
+
+@shop_cli.command("resend")
+@click.argument("order_id", type=int)
+def resend(order_id):
+    """Email a paid order's tickets again (to the address it was bought with)."""
+    try:
+        message_id = resend_tickets(order_id)
+    except TicketsNotSendable as exc:
+        raise click.ClickException(str(exc)) from None
+    order = db.session.get(TicketOrder, order_id)
+    click.echo(f"Order {order_id}: tickets queued for {order.email} (outbox message {message_id})")
+
+
+@shop_cli.command("outbox")
+@click.option("--failed", "failed_only", is_flag=True, help="Only the messages given up on.")
+@click.option("--retry", "retry_id", type=int, help="Make a failed message due again now (its id).")
+def outbox(failed_only, retry_id):
+    """List the mail not sent yet and the mail given up on (with the last error); --retry ID sends one again."""
+    if retry_id is not None:
+        if not retry_message(retry_id):
+            raise click.ClickException(f"Outbox message {retry_id} is not a failed message.")
+        click.echo(f"Outbox message {retry_id} will be sent again.")
+        return
+    counts = outbox_counts()
+    click.echo(f"{counts['waiting']} waiting, {counts['failed']} failed")
+    for message in undelivered(include_waiting=not failed_only):
+        click.echo(f"{message.id} {message.status} {message.kind} to {message.recipient}"
+                   f"{f' (order {message.order_id})' if message.order_id else ''}, {message.attempts} attempt(s), "
+                   f"created {message.created_at:%Y-%m-%d %H:%M} UTC: {message.last_error or 'no error yet'}")
+
+
+@shop_cli.command("send-mail")
+def send_mail():
+    """Send the mail that is due now, as the server's sender thread does (e.g. with SHOP_MAIL_SENDER=off)."""
+    total = {}
+    for _ in range(1000):  # bounded: a message that fails waits at least a second before it is due again
+        counts = send_due()
+        if not counts:
+            break
+        for status, n in counts.items():
+            total[status] = total.get(status, 0) + n
+    click.echo(", ".join(f"{n} {status}" for status, n in total.items()) or "No mail is due.")
 
 
 @shop_cli.command("sweep")

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 from limits.storage import SCHEMES as RATELIMIT_STORAGE_SCHEMES
@@ -133,9 +134,12 @@ def load_config(env=None, instance_path="instance"):
         # At most this many password hashes at once per process, so a login flood cannot starve the pages.
         "SHOP_HASH_CONCURRENCY": _int(env, "SHOP_HASH_CONCURRENCY", 2, 1, 64),
         "SHOP_HASH_WAIT_SECONDS": _int(env, "SHOP_HASH_WAIT_SECONDS", 5, 0, 60),
+        # The time zone of events that name none (rows from before events had one, and new ones by default).
+        "SHOP_TIMEZONE": timezone_name(env.get("SHOP_TIMEZONE") or "UTC"),
     }
     config.update(_eventbridge(env))
     config.update(_rate_limits(env))
+    config.update(_mail(env))
     secret_key = _secret_key(env, stripe_settings)
     config["STRIPE"] = _choose_payments(env, stripe_settings, database_url)
     config.update(_served_at(env, database_url, config["STRIPE"]))
@@ -206,6 +210,59 @@ def _eventbridge(env):
     if queue_url and not settings["AWS_REGION"]:
         raise ConfigError("SQS_QUEUE_URL is set but neither AWS_REGION nor AWS_DEFAULT_REGION is")
     return settings
+
+
+def timezone_name(raw, name="SHOP_TIMEZONE"):
+    """An IANA time zone name (``Europe/Berlin``) that this machine's zoneinfo (or the tzdata package) knows."""
+    value = (raw or "").strip()
+    try:
+        if not value or value != value.strip("/") or ".." in value:
+            raise ValueError(value)
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(f"{name} must be an IANA time zone such as Europe/Berlin or UTC, got {raw!r}") from None
+    return value
+
+
+def _mail(env):
+    """Outgoing mail: Flask-Mail's setting names, and how the outbox retries.
+
+    Without ``MAIL_SERVER`` (the embedded default) messages are written to the log and kept in the outbox.
+    """
+    server = (env.get("MAIL_SERVER") or "").strip() or None
+    use_tls, use_ssl = _flag(env, "MAIL_USE_TLS", False), _flag(env, "MAIL_USE_SSL", False)
+    if use_tls and use_ssl:
+        raise ConfigError("MAIL_USE_TLS and MAIL_USE_SSL are both on: use TLS (STARTTLS, port 587) or SSL (port 465)")
+    sender = (env.get("MAIL_DEFAULT_SENDER") or "").strip() or "Ticket Shop <tickets@localhost>"
+    if "@" not in sender or "\n" in sender or "\r" in sender:
+        raise ConfigError(f"MAIL_DEFAULT_SENDER must be an address such as 'Tickets <tickets@example.com>', "
+                          f"got {sender!r}")
+    username = env.get("MAIL_USERNAME") or None
+    password = env.get("MAIL_PASSWORD") or None
+    if (username is None) != (password is None):
+        raise ConfigError("MAIL_USERNAME and MAIL_PASSWORD must be set together (or neither)")
+    return {
+        "MAIL_SERVER": server,
+        "MAIL_PORT": _int(env, "MAIL_PORT", 465 if use_ssl else 25, 1, 65535),
+        "MAIL_USE_TLS": use_tls,
+        "MAIL_USE_SSL": use_ssl,
+        "MAIL_USERNAME": username,
+        "MAIL_PASSWORD": password,
+        "MAIL_DEFAULT_SENDER": sender,
+        # Seconds to connect to the mail server and for each of its answers; the sender never hangs on it.
+        "SHOP_MAIL_TIMEOUT": _int(env, "SHOP_MAIL_TIMEOUT", 10, 1, 300),
+        # The sender thread in each server process; off when `flask shop send-mail` runs elsewhere.
+        "SHOP_MAIL_SENDER": _flag(env, "SHOP_MAIL_SENDER", True),
+        "SHOP_MAIL_POLL_SECONDS": _int(env, "SHOP_MAIL_POLL_SECONDS", 5, 1, 3600),
+        # Retries back off: the first after this many seconds, then twice as long each time, at most an hour.
+        "SHOP_MAIL_RETRY_SECONDS": _int(env, "SHOP_MAIL_RETRY_SECONDS", 30, 1, 3600),
+        "SHOP_MAIL_MAX_ATTEMPTS": _int(env, "SHOP_MAIL_MAX_ATTEMPTS", 10, 1, 100),
+        # How long a signed link in an email works: the order look-up (and the confirmation's link to it),
+        # email verification, password reset.
+        "SHOP_LOOKUP_LINK_HOURS": _int(env, "SHOP_LOOKUP_LINK_HOURS", 24, 1, 24 * 30),
+        "SHOP_VERIFY_LINK_HOURS": _int(env, "SHOP_VERIFY_LINK_HOURS", 72, 1, 24 * 30),
+        "SHOP_RESET_LINK_MINUTES": _int(env, "SHOP_RESET_LINK_MINUTES", 60, 5, 24 * 60),
+    }
 
 
 def _rate_limits(env):

@@ -1,5 +1,5 @@
-"""Template helpers, registered once (CTFd's ``init_template_filters``): money, dates, QR codes,
-the order statuses as the enum, and the one way a form carries its CSRF token."""
+"""Template helpers, registered once (CTFd's ``init_template_filters``): money, local dates, plurals,
+QR codes, the order statuses as the enum, and the one way a form carries its CSRF token."""
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
@@ -7,7 +7,8 @@ import segno
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
 
-from .models.orders import OrderStatus
+from .models.orders import AdmissionState, OrderStatus
+from .timezones import local_label
 
 CENT = Decimal("0.01")
 
@@ -19,17 +20,34 @@ def money(amount, currency):
     return f"{Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)} {str(currency).upper()}"
 
 
-def datetime_label(value, with_weekday=True):
-    """A stored (naive UTC) time as people read it: ``Sat 01 Mar 2027, 19:30 UTC``."""
-    if value is None:
-        return ""
-    return value.strftime("%a %d %b %Y, %H:%M UTC" if with_weekday else "%d %b %Y %H:%M UTC")
+def datetime_label(value, tz="UTC", with_weekday=True):
+    """A stored (naive UTC) time as people read it in the zone ``tz``: ``Sat 01 Mar 2027, 19:30 UTC``."""
+    return local_label(value, tz, with_weekday)
+
+
+def local_datetime(value, event, with_weekday=True):
+    """A stored time in ``event``'s own zone, with its abbreviation: ``{{ order.paid_at|local_datetime(event) }}``.
+
+    ``event`` may also be a zone's name.
+    """
+    return local_label(value, getattr(event, "timezone", event), with_weekday)
+
+
+def plural(count, singular, plural_form=None):
+    """``1 ticket``, ``2 tickets``; ``plural_form`` for words that do not just take an s."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
 
 
 @lru_cache(maxsize=1024)
-def qr(code):
-    """An inline SVG QR code for an admission code (segno: pure Python, no image libraries)."""
-    return Markup(segno.make(code, micro=False).svg_inline(scale=3, border=2))
+def qr(code, large=False):
+    """An inline SVG QR code for an admission code (segno: pure Python, no image libraries).
+
+    ``large``: sized by the stylesheet (the ticket page, and print) instead of by the code's modules.
+    """
+    symbol = segno.make(code, micro=False, error="m")
+    if large:
+        return Markup(symbol.svg_inline(scale=1, border=4, omitsize=True, title=f"QR code of ticket {code}"))
+    return Markup(symbol.svg_inline(scale=3, border=2, title=f"QR code of ticket {code}"))
 
 
 def csrf_field():
@@ -39,5 +57,6 @@ def csrf_field():
 
 def init_template_helpers(app):
     """Register the filters and globals on ``app``'s Jinja environment."""
-    app.jinja_env.filters.update(money=money, datetime=datetime_label, qr=qr)
-    app.jinja_env.globals.update(OrderStatus=OrderStatus, csrf_field=csrf_field)
+    app.jinja_env.filters.update(money=money, datetime=datetime_label, local_datetime=local_datetime, plural=plural,
+                                 qr=qr)
+    app.jinja_env.globals.update(OrderStatus=OrderStatus, AdmissionState=AdmissionState, csrf_field=csrf_field)

@@ -8,6 +8,8 @@ Ask for them by name; nothing here is imported by a test module. Moto (``aws``),
 - ``make``: factories (``make.ticket(capacity=5)``…); ``reload(row)``: the row as the database has it now.
 - ``place_order(ticket, quantity=…)``: a pending order placed through the real checkout service.
 - ``auth.login(user)`` / ``auth.logout()``; ``webhook.post(event)``: a Stripe event, signed, to the route.
+- ``mailbox``: the SMTP server (aiosmtpd on loopback) every shop under test sends to, emptied for the test;
+  ``mailbox.stop()`` takes it down (connection refused), ``mailbox.start()`` brings it back on its port.
 - ``shop_env(…)``: the environment of a shop process; ``shop_app(…)``: another app built from it,
   on the session's database or on a new one; ``empty_tables(app)``; ``wait_until(predicate)``.
 """
@@ -28,9 +30,11 @@ from tests.support.apps import (
 )
 from tests.support.clients import AuthActions, WebhookSender, csrf_token
 from tests.support.factories import Factories, HoldActions, OrderPlacer, reload
+from tests.support.smtp_server import SmtpServer
 from tests.support.stripe_server import FakeStripe
 
-pytest_plugins = ["tests.support.aws", "tests.support.gunicorn_server", "tests.support.live_server"]
+pytest_plugins = ["tests.support.aws", "tests.support.browser", "tests.support.gunicorn_server",
+                  "tests.support.live_server"]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +43,22 @@ def stripe_server():
     server = FakeStripe(api_key=STRIPE_KEY).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    """The SMTP server on loopback that every shop under test sends its mail to, for the whole run."""
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server):
+    """The SMTP server, emptied for this test, and running again afterwards whatever the test did to it."""
+    smtp_server.clear()
+    yield smtp_server
+    smtp_server.start()
 
 
 @pytest.fixture(scope="session")
@@ -56,13 +76,15 @@ def database_url(test_databases):
 
 
 @pytest.fixture(scope="session")
-def shop_env(stripe_server, database_url):
+def shop_env(stripe_server, smtp_server, database_url):
     """``shop_env(sandbox=False, database_url=…, aws=…, queue_url=…, **settings)``: the environment a shop
-    process under test runs with (see ``tests/support/apps.py``); by default on the session's database
-    and the local Stripe; with ``sandbox=True`` without any Stripe setting."""
+    process under test runs with (see ``tests/support/apps.py``); by default on the session's database,
+    the local Stripe and the local SMTP server; with ``sandbox=True`` without any Stripe setting."""
     def build(**options):
         options.setdefault("database_url", database_url)
         options.setdefault("stripe_url", stripe_server.url)
+        options.setdefault("MAIL_SERVER", smtp_server.host)
+        options.setdefault("MAIL_PORT", str(smtp_server.port))
         return shop_environment(**options)
     return build
 

@@ -102,7 +102,7 @@ def test_total_below_stripes_smallest_charge_is_refused_before_stripe(ctx, form_
     ({"quantity": "0"}, 400, "Choose at least one ticket."),
     ({"quantity": "-3"}, 400, "Choose at least one ticket."),
     ({"quantity": "11"}, 400, "You can buy between 1 and 10 tickets at a time."),
-    ({"quantity": "6"}, 409, "Only 5 ticket(s) left; please choose fewer."),
+    ({"quantity": "6"}, 409, "Only 5 tickets left; please choose fewer."),
     # One neutral answer for every unusable code, so the form cannot tell which codes exist.
     ({"discount_code": "NOPE"}, 400, UNUSABLE_CODE),
     ({"discount_code": "OLD"}, 400, UNUSABLE_CODE),

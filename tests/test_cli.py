@@ -255,3 +255,28 @@ def test_sweep_with_stripe_unreachable_fails_with_a_clear_message_and_keeps_the_
     assert_refused(result, "Stripe could not be reached")
     # The buyer may have paid at the last moment: without Stripe's word the seats stay held.
     assert reload(order).status == "pending" and reload(ticket).held_quantity == 2
+
+
+def test_create_event_takes_local_times_in_its_time_zone(shop):
+    result = shop("create-event", "--title", "Synths", "--starts-at", "2030-07-01T19:30", "--venue", "Warehouse",
+                  "--timezone", "Europe/Berlin")
+
+    assert result.exit_code == 0, result.output
+    event = db.session.query(Event).one()
+    assert event.timezone == "Europe/Berlin" and event.starts_at == datetime(2030, 7, 1, 17, 30)
+    assert "2030-07-01 19:30 CEST (Europe/Berlin)" in result.output
+
+
+def test_create_event_refuses_an_unknown_time_zone(shop):
+    result = shop("create-event", "--title", "Synths", "--starts-at", "2030-07-01T19:30", "--venue", "Warehouse",
+                  "--timezone", "Mars/Olympus")
+    assert_refused(result, "IANA time zone")
+    assert catalogue_rows()["Event"] == 0
+
+
+def test_events_without_a_time_zone_take_the_shops(app, shop, monkeypatch):
+    monkeypatch.setitem(app.config, "SHOP_TIMEZONE", "America/New_York")
+    result = shop("create-event", "--title", "Gig", "--starts-at", "2030-01-10T20:00", "--venue", "Hall")
+    assert result.exit_code == 0, result.output
+    event = db.session.query(Event).one()
+    assert event.timezone == "America/New_York" and event.starts_at == datetime(2030, 1, 11, 1, 0)

@@ -4,6 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
+import shop.payments.sandbox.models  # noqa: F401  (its table is in the migrations whichever provider an app runs)
 from shop.extensions import db
 
 EXPECTED_COLUMNS = {
@@ -48,3 +49,25 @@ def test_rows_written_without_the_new_columns_still_load(ctx):
     from shop.services.catalog import event_with_tickets
     event = event_with_tickets(event_id)
     assert event.venue == "" and event.ticket_types[0].remaining == 5
+
+
+def test_existing_events_get_the_shops_time_zone(app, test_databases, monkeypatch):
+    """Events from before events had a zone were entered in SHOP_TIMEZONE's time; they keep that meaning."""
+    url = test_databases.create("zones")
+    saved = app.config["SQLALCHEMY_DATABASE_URI"]
+    engine = sa.create_engine(url)
+    monkeypatch.setitem(app.config, "SHOP_TIMEZONE", "Europe/Vienna")
+    try:
+        with app.app_context():
+            db.engines[None] = engine
+            upgrade(revision="0003_session_version")
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO events (title, starts_at) VALUES ('Old', '2030-01-01 18:30')"))
+            upgrade()
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT timezone FROM events")).scalar_one() == "Europe/Vienna"
+                assert "outbox" in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+        with app.app_context():
+            db.engines[None] = sa.create_engine(saved)

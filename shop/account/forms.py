@@ -18,3 +18,16 @@ class RegisterForm(FlaskForm):
 class LoginForm(FlaskForm):
     email = EmailField("Email", validators=[InputRequired(), Length(max=255)])
     password = PasswordField("Password", validators=[InputRequired(), Length(max=200)])
+
+
+class EmailForm(FlaskForm):
+    """One address: where to send a password-reset link."""
+    email = EmailField("Email", validators=[InputRequired("Enter your email address."), Length(max=255),
+                                            Email("Enter a valid email address.", check_deliverability=False)])
+
+
+class NewPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[InputRequired(),
+                                                         Length(min=8, max=200, message="Use at least 8 characters.")])
+    confirm = PasswordField("Repeat the new password",
+                            validators=[EqualTo("password", message="The passwords differ.")])

@@ -77,7 +77,9 @@ def create(event_id, ticket_id):
     if form.discount_code.data and not _discount_attempts():
         return error_response(429, "Too many discount codes were tried from here. Please wait a while.")
     req = CheckoutRequest(
-        event_id=event_id, ticket_id=ticket_id, quantity=form.quantity.data, email=form.email.data.strip(),
+        event_id=event_id, ticket_id=ticket_id, quantity=form.quantity.data,
+        # Lower case, as accounts store it: the order look-up and a verified account find it by this address.
+        email=form.email.data.strip().lower(),
         discount_code=form.discount_code.data or "", client_ip=request.remote_addr,
         user_id=current_user.id if current_user.is_authenticated else None)
     urls = ReturnUrls(success=external_url(".success") + "?session_id={CHECKOUT_REF}",
@@ -138,7 +140,9 @@ def _refresh_url(order, checkout_ref):
 
 def _may_see_codes(order):
     """The admission codes go to the order's logged-in owner, or to the browser that paid, for a while after."""
-    if current_user.is_authenticated and order.user_id == current_user.id:
+    if current_user.is_authenticated and (order.user_id == current_user.id or (
+            # A guest order placed with the address of a verified account is that account's too.
+            order.user_id is None and current_user.email_verified and order.email == current_user.email)):
         return True
     window = timedelta(minutes=current_app.config["SHOP_GUEST_TICKET_MINUTES"])
     return (order.id in session.get("guest_orders", []) and order.paid_at is not None

@@ -3,11 +3,13 @@
 A payment provider's own tables live with it (``shop/payments/sandbox/models.py``).
 """
 from .catalog import DiscountCode, Event, TicketType
-from .orders import Admission, OrderStatus, TicketOrder
+from .orders import Admission, AdmissionState, OrderStatus, TicketOrder
+from .outbox import MessageKind, OutboxMessage, OutboxStatus
 from .payment_events import DeliveryPath, Outcome, OutcomeKind, OutcomeReason, PaymentEvent
 from .users import User
 
 __all__ = [
-    "Admission", "DeliveryPath", "DiscountCode", "Event", "OrderStatus", "Outcome", "OutcomeKind",
-    "OutcomeReason", "PaymentEvent", "TicketOrder", "TicketType", "User",
+    "Admission", "AdmissionState", "DeliveryPath", "DiscountCode", "Event", "MessageKind", "OrderStatus", "Outcome",
+    "OutcomeKind", "OutcomeReason", "OutboxMessage", "OutboxStatus", "PaymentEvent", "TicketOrder", "TicketType",
+    "User",
 ]

@@ -1,13 +1,19 @@
 """Events, their ticket types and discount codes."""
 from decimal import Decimal
 
+from flask import current_app
 from sqlalchemy import CheckConstraint, Index, func
 
 from ..extensions import db
 from .base import utcnow
 
 
+def _default_timezone():
+    return current_app.config.get("SHOP_TIMEZONE") or "UTC"
+
+
 class Event(db.Model):
+    """An event; ``starts_at`` is naive UTC like every stored time, shown in the event's own ``timezone``."""
     __tablename__ = "events"
 
     id = db.Column(db.Integer, primary_key=True)
@@ -15,6 +21,8 @@ class Event(db.Model):
     description = db.Column(db.Text, nullable=False, default="", server_default="")
     venue = db.Column(db.String(200), nullable=False, default="", server_default="")
     starts_at = db.Column(db.DateTime, nullable=False, index=True)
+    # An IANA name (Europe/Berlin): pages, emails and calendar files show the start in it.
+    timezone = db.Column(db.String(64), nullable=False, default=_default_timezone, server_default="UTC")
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
 
     ticket_types = db.relationship("TicketType", back_populates="event", order_by="TicketType.price, TicketType.id")

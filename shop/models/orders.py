@@ -92,6 +92,8 @@ class TicketOrder(db.Model):
     checked_at = db.Column(db.DateTime, nullable=True)
     # The buyer's address (after the trusted proxies), for the per-address cap on live holds.
     client_ip = db.Column(db.String(45), nullable=True)
+    # Where the buyer pays while the hold lasts: "resume" on the profile sends them back there.
+    checkout_url = db.Column(db.String(2000), nullable=True)
     updated_at = db.Column(db.DateTime, nullable=False, default=utcnow, onupdate=utcnow,
                            server_default=func.current_timestamp())
 
@@ -119,8 +121,22 @@ class TicketOrder(db.Model):
         return f"<TicketOrder {self.id} {self.status}>"
 
 
+class AdmissionState(str, enum.Enum):
+    """What a ticket page says about one admission."""
+    VALID = "valid"
+    VOID = "void"               # its order was refunded
+    CHECKED_IN = "checked_in"   # scanned at the door
+
+    @property
+    def label(self):
+        return {"valid": "Valid", "void": "Void — refunded", "checked_in": "Checked in"}[self.value]
+
+
 class Admission(db.Model):
-    """One admission ticket of a paid order: what an attendee shows at the door."""
+    """One admission ticket of a paid order: what an attendee shows at the door.
+
+    ``code`` is the ticket's only secret: its page (``/tickets/<code>``) is reached by it alone.
+    """
     __tablename__ = "admissions"
 
     id = db.Column(db.Integer, primary_key=True)
@@ -129,3 +145,12 @@ class Admission(db.Model):
     void = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
 
     order = db.relationship("TicketOrder", back_populates="admissions")
+
+    @property
+    def state(self):
+        if self.void:
+            return AdmissionState.VOID
+        # The door's check-in records when a ticket was scanned (``checked_in_at``); until it exists, none was.
+        if getattr(self, "checked_in_at", None) is not None:
+            return AdmissionState.CHECKED_IN
+        return AdmissionState.VALID

@@ -21,6 +21,12 @@ class User(UserMixin, db.Model):
     # Part of the id kept in the session cookie: raising it (logout, password change) voids every
     # cookie issued before, which a signed cookie alone cannot do.
     session_version = db.Column(db.Integer, nullable=False, default=1, server_default="1")
+    # Set when the owner opened the link we mailed; only then do guest orders placed with this email join.
+    email_verified_at = db.Column(db.DateTime, nullable=True)
+
+    @property
+    def email_verified(self):
+        return self.email_verified_at is not None
 
     def set_password(self, password):
         self.password_hash = generate_password_hash(password)

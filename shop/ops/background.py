@@ -1,4 +1,4 @@
-"""The server's background threads: the SQS poller (when enabled) and the sweeper.
+"""The server's background threads: the SQS poller (when enabled), the sweeper and the mail sender.
 
 Started once per serving process, never at import time: by ``gunicorn.conf.py`` in each
 worker after it has loaded the app (so never in the master, and ``--preload`` forks no
@@ -19,6 +19,7 @@ from werkzeug.serving import is_running_from_reloader
 
 from ..delivery.sqs_poller import SqsPoller
 from ..extensions import db
+from ..services.outbox import BATCH, send_due
 from ..services.sweeper import sweep
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ _running = None
 
 
 def start(app):
-    """Start the sweeper, and the poller when ``SHOP_SQS_POLLER`` is on, in this process; a second call does nothing.
+    """Start the sweeper, the mail sender (unless ``SHOP_MAIL_SENDER`` is off) and the poller when
+    ``SHOP_SQS_POLLER`` is on, in this process; a second call does nothing.
 
     Returns the running threads. The pid check makes a forked child (gunicorn ``--preload``)
     start its own threads instead of trusting state copied from its parent.
@@ -49,6 +51,10 @@ def start(app):
         running.threads.append(threading.Thread(
             target=run_sweeper, args=(app, running.stop, app.config["SHOP_SWEEP_SECONDS"]),
             name="shop-sweeper", daemon=True))
+        if app.config["SHOP_MAIL_SENDER"]:
+            running.threads.append(threading.Thread(
+                target=run_mail_sender, args=(app, running.stop, app.config["SHOP_MAIL_POLL_SECONDS"]),
+                name="shop-mail-sender", daemon=True))
         if app.config["SHOP_SQS_POLLER"]:
             running.threads.append(threading.Thread(
                 target=SqsPoller(app).run, args=(running.stop,), name="shop-sqs-poller", daemon=True))
@@ -97,6 +103,28 @@ def run_sweeper(app, stop_event, every):
                 logger.exception("sweep failed; next attempt in %s s", every)
             finally:
                 db.session.remove()
+
+
+def run_mail_sender(app, stop_event, every):
+    """Send due outbox messages every ``every`` seconds until ``stop_event`` is set; a failed round is logged.
+
+    Each round claims its messages first (a conditional UPDATE per message), so the senders of all
+    workers share the work and never send one message twice. A full batch goes round again at once.
+    """
+    while not stop_event.wait(every):
+        while not stop_event.is_set():
+            with app.app_context():
+                try:
+                    counts = send_due()
+                    if counts:
+                        logger.info("mail: %s", ", ".join(f"{n} {status}" for status, n in counts.items()))
+                except Exception:  # noqa: BLE001 (the database may be down; the next round tries again)
+                    logger.exception("mail sending failed; next attempt in %s s", every)
+                    counts = {}
+                finally:
+                    db.session.remove()
+            if sum(counts.values()) < BATCH:
+                break
 
 
 def start_for_dev_server(app):

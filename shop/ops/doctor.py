@@ -25,6 +25,7 @@ from ..models import DeliveryPath, OutcomeReason, PaymentEvent
 from ..models.base import utcnow
 from ..payments import PaymentRefused, PaymentUnavailable, gateway
 from ..services.holds import HOLD_GRACE, pending_past_hold
+from ..services.outbox import outbox_counts, undelivered
 from ..services.transactions import transaction
 from .aws_setup import STRIPE_SOURCE_PREFIX, aws_client, handled_event_types
 
@@ -68,7 +69,7 @@ def run_checks(event_source=None, event_bus=None):
                             "SQS_QUEUE_URL and AWS_REGION"))
     checks += _guarded_many("delivery", _deliveries)
     checks += [_guarded("unprocessed events", _unprocessed_events), _guarded("order_id in metadata", _missing_order_id),
-               _guarded("pending past checkout expiry", _pending_past_expiry)]
+               _guarded("pending past checkout expiry", _pending_past_expiry), _guarded("mail", _mail)]
     return checks
 
 
@@ -324,3 +325,21 @@ def _pending_past_expiry():
     return Check(status, "pending past checkout expiry", f"{_count(count, 'order')} still pending after their checkout "
                  f"expired (oldest at {oldest:%Y-%m-%d %H:%M} UTC): no event or sweep settled them",
                  "fix the FAIL lines above; the server's sweeper (or flask --app wsgi shop sweep) then settles them")
+
+
+def _mail():
+    """The outbox: messages given up on are a FAIL (a buyer has no tickets email); no mail server a WARN."""
+    counts = outbox_counts()
+    if counts["failed"]:
+        latest = undelivered(limit=1, include_waiting=False)[0]
+        return Check(FAIL, "mail", f"{_count(counts['failed'], 'message')} given up on (latest {latest.id}, "
+                     f"{latest.kind} to {latest.recipient}: {(latest.last_error or '')[:150]}), "
+                     f"{counts['waiting']} waiting",
+                     "fix the mail server settings (MAIL_SERVER, MAIL_PORT, …), then "
+                     "flask --app wsgi shop outbox --retry ID for each (flask --app wsgi shop outbox lists them)")
+    if not current_app.config["MAIL_SERVER"]:
+        return Check(WARN, "mail", f"MAIL_SERVER is not set: mail is written to the log only "
+                     f"({counts['waiting']} waiting)", "set MAIL_SERVER, MAIL_PORT, MAIL_USERNAME, MAIL_PASSWORD and "
+                     "MAIL_DEFAULT_SENDER")
+    return Check(OK, "mail", f"{current_app.config['MAIL_SERVER']}:{current_app.config['MAIL_PORT']}, "
+                 f"{counts['waiting']} waiting, none failed")

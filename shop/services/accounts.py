@@ -6,13 +6,16 @@ from contextlib import contextmanager
 from functools import cache
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
 from ..models import TicketOrder, User
+from ..models.base import utcnow
+from .mail import queue_verification
+from .transactions import transaction
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +57,49 @@ def _unknown_user_hash():
 
 
 def register_user(email, password):
-    """Create an account; the unique email column, not a look-up, decides whether it is taken.
+    """Create an account and queue the mail that verifies its address (one transaction).
 
-    A taken email costs the same hash as a new one, so the time taken tells nothing either.
+    The unique email column, not a look-up, decides whether it is taken. A taken email costs
+    the same hash as a new one, so the time taken tells nothing either.
     """
     user = User(email=email.strip().lower())
     with password_hashing_slot():
         user.set_password(password)
-    db.session.add(user)
     try:
-        db.session.commit()
+        with transaction():
+            db.session.add(user)
+            db.session.flush()
+            queue_verification(user)
     except IntegrityError:
-        db.session.rollback()
         raise EmailTaken(email) from None
     logger.info("user %s registered", user.id)
     return user
+
+
+def verify_email(user):
+    """Mark ``user``'s address verified and let the guest orders placed with it join the account; returns how many.
+
+    Only the owner of the address can open the link that leads here, so only then are orders
+    bought without logging in (by whoever typed this address) shown on the account.
+    """
+    with transaction():
+        db.session.execute(update(User).where(User.id == user.id, User.email_verified_at.is_(None))
+                           .values(email_verified_at=utcnow()))
+        joined = db.session.execute(
+            update(TicketOrder).where(TicketOrder.user_id.is_(None), TicketOrder.email == user.email)
+            .values(user_id=user.id).execution_options(synchronize_session=False)).rowcount
+    db.session.refresh(user)
+    logger.info("user %s: email verified, %s guest order(s) joined the account", user.id, joined)
+    return joined
+
+
+def owned_by(user):
+    """SQL condition: the orders ``user`` may see. Those placed while logged in, and once the address is
+    verified, guest orders placed with it (later ones included); never before."""
+    if user.email_verified:
+        return or_(TicketOrder.user_id == user.id,
+                   and_(TicketOrder.user_id.is_(None), TicketOrder.email == user.email))
+    return TicketOrder.user_id == user.id
 
 
 def authenticate(email, password):
@@ -99,17 +130,18 @@ def change_password(user, new_password):
     logger.info("user %s: password changed, older sessions ended", user.id)
 
 
-def orders_of(user_id):
-    """A buyer's orders, newest first, with event, ticket type and admissions (two indexed queries)."""
+def orders_of(user):
+    """A buyer's orders (:func:`owned_by`), newest first, with event, ticket type and admissions (two indexed
+    queries)."""
     return db.session.execute(
-        select(TicketOrder).where(TicketOrder.user_id == user_id)
+        select(TicketOrder).where(owned_by(user))
         .options(joinedload(TicketOrder.event), joinedload(TicketOrder.ticket), selectinload(TicketOrder.admissions))
         .order_by(TicketOrder.created_at.desc(), TicketOrder.id.desc())).unique().scalars().all()
 
 
-def order_of(user_id, order_id):
-    """One order if it belongs to ``user_id``, else None (so others get a 404, not a 403)."""
+def order_of(user, order_id):
+    """One order if ``user`` may see it (:func:`owned_by`), else None (so others get a 404, not a 403)."""
     return db.session.execute(
-        select(TicketOrder).where(TicketOrder.id == order_id, TicketOrder.user_id == user_id)
+        select(TicketOrder).where(TicketOrder.id == order_id, owned_by(user))
         .options(joinedload(TicketOrder.event), joinedload(TicketOrder.ticket), joinedload(TicketOrder.discount_code),
                  selectinload(TicketOrder.admissions))).unique().scalar_one_or_none()

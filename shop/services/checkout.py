@@ -154,7 +154,7 @@ def start_checkout(req: CheckoutRequest, urls: ReturnUrls):
     checkout = _open_checkout(order, line, urls)
     with transaction():
         db.session.execute(TicketOrder.__table__.update().where(TicketOrder.id == order.id)
-                           .values(stripe_checkout_session_id=checkout.ref))
+                           .values(stripe_checkout_session_id=checkout.ref, checkout_url=checkout.url[:2000]))
     logger.info("order %s: checkout opened", order.id)
     return order, checkout.url
 
@@ -208,7 +208,8 @@ def _try_hold(req, ticket, discount, unit_price, hold_minutes):
     if not (ticket.remaining >= req.quantity and hold_seats(ticket.id, req.quantity)):
         remaining = db.session.get(TicketType, ticket.id, populate_existing=True).remaining
         if remaining:
-            raise SoldOut(f"Only {remaining} ticket(s) left; please choose fewer.", field="quantity")
+            raise SoldOut(f"Only {remaining} {'ticket' if remaining == 1 else 'tickets'} left; please choose fewer.",
+                          field="quantity")
         raise SoldOut("Sold out: there are no tickets of this kind left.")
     if discount is not None and not reserve_discount_use(discount.id):
         raise CheckoutRefused(UNUSABLE_CODE, field="discount_code")

@@ -20,6 +20,7 @@ from ..models import DeliveryPath, Outcome, OutcomeKind, OutcomeReason, TicketOr
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import PaymentNotFound, gateway, order_token
+from .mail import notify_status_change
 from .orders import LimitReached, TransitionRefused, change_status, flag_for_attention, lock_order
 from .transactions import transaction
 
@@ -135,6 +136,7 @@ def _target(order, status, cancelled):
 
 
 def _move(order, target, cause):
+    old = order.state
     try:
         change_status(order, target, cause)
     except LimitReached as exc:
@@ -154,6 +156,9 @@ def _move(order, target, cause):
             flag_for_attention(order, f"the provider says {target.value} but the order is {order.status}")
         logger.info("%s; left as %s", exc, order.status)
         return Outcome(OutcomeKind.UNCHANGED, OutcomeReason.STALE, order.state)
+    # In the same transaction as the move: the mail exists exactly when the change does, once per order,
+    # and the outbox's sender sends it after the commit (a mail server that is down never holds this up).
+    notify_status_change(order, old, target)
     return Outcome(OutcomeKind.APPLIED, OutcomeReason.STATE_CHANGED, target)
 
 

@@ -5,6 +5,7 @@ re-checks the current state, applies the move's effects on the ticket type and d
 counters with single-statement UPDATEs (each takes that row's lock for the rest of the
 short transaction), and logs the cause. Lock order everywhere: order → ticket → discount.
 """
+import base64
 import logging
 import secrets
 
@@ -95,7 +96,8 @@ def change_status(order, new_status, cause):
         _move_held_counts(order, old, new, held)
     if new is OrderStatus.PAID:
         order.paid_at = utcnow()
-        db.session.add_all(Admission(order_id=order.id, code=secrets.token_hex(8).upper())
+        # 80 random bits in base32 (A–Z, 2–7: no 0, 1 or 8 to misread as O, I or B); a code opens its ticket page.
+        db.session.add_all(Admission(order_id=order.id, code=base64.b32encode(secrets.token_bytes(10)).decode())
                            for _ in range(order.quantity))
     elif old is OrderStatus.PAID:
         db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))

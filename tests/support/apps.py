@@ -83,7 +83,10 @@ def shop_environment(*, database_url, stripe_url="", sandbox=False, aws=None, qu
            "SHOP_BASE_URL": "http://localhost",  # the Flask test client's host; served shops set their own
            "RATELIMIT_ENABLED": "false",  # the rate-limit tests switch them on for their own app
            # Most tests place many orders from one address and email; the caps have tests of their own.
-           "SHOP_MAX_PENDING_PER_BUYER": "0", "SHOP_MAX_PENDING_PER_IP": "0"}
+           "SHOP_MAX_PENDING_PER_BUYER": "0", "SHOP_MAX_PENDING_PER_IP": "0",
+           # Mail retries come quickly in tests (a real shop waits 30 s, then twice as long each time).
+           "MAIL_DEFAULT_SENDER": "Ticket Shop <tickets@shop.test>", "SHOP_MAIL_RETRY_SECONDS": "1",
+           "SHOP_MAIL_POLL_SECONDS": "1", "SHOP_MAIL_TIMEOUT": "5"}
     if sandbox:
         env.update({"SHOP_PAYMENTS": "sandbox", "STRIPE_SECRET_KEY": "", "STRIPE_WEBHOOK_SECRET": "",
                     "STRIPE_API_BASE": ""})
