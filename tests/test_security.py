@@ -298,9 +298,10 @@ def test_login_takes_as_long_for_an_unknown_email_as_for_a_wrong_password(ctx, f
         return time.perf_counter() - started
 
     seconds("nobody@example.com")  # the first unknown email also makes the stand-in hash
-    known = statistics.median(seconds(user.email) for _ in range(5))
-    unknown = statistics.median(seconds("nobody@example.com") for _ in range(5))
-    assert unknown > 0.6 * known, (known, unknown)
+    # Measured in turns, so a burst of load elsewhere on the machine slows both alike. Without the
+    # stand-in hash an unknown email answers some 50 times faster; a third leaves room for noise.
+    ratios = [seconds("nobody@example.com") / seconds(user.email) for _ in range(7)]
+    assert statistics.median(ratios) > 0.33, ratios
 
 
 def test_the_session_lifetime_is_bounded(app):
