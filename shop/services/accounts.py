@@ -114,8 +114,8 @@ def authenticate(email, password):
 
 def end_sessions(user):
     """Void every session cookie of ``user`` (all devices): the session version in them no longer matches."""
-    db.session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
-    db.session.commit()
+    with transaction():
+        db.session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
     logger.info("user %s: sessions ended", user.id)
 
 
@@ -123,9 +123,9 @@ def change_password(user, new_password):
     """Set a new password and end every session made with the old one (the caller logs the user in again)."""
     with password_hashing_slot():
         password_hash = generate_password_hash(new_password)
-    db.session.execute(update(User).where(User.id == user.id)
-                       .values(password_hash=password_hash, session_version=User.session_version + 1))
-    db.session.commit()
+    with transaction():
+        db.session.execute(update(User).where(User.id == user.id)
+                           .values(password_hash=password_hash, session_version=User.session_version + 1))
     db.session.refresh(user)
     logger.info("user %s: password changed, older sessions ended", user.id)
 

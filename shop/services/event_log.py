@@ -45,7 +45,7 @@ def receive_event(event, path):
         outcome, order_id = _act_on(event, path)
         _store_outcome(event.id, path, outcome, order_id)
     except (DBAPIError, PaymentUnavailable) as exc:
-        db.session.rollback()
+        db.session.rollback()  # whatever unit failed, the session must be usable for the error note
         _note_error(event.id, exc)
         logger.warning("event %s %s via %s: will be retried: %s", event.id, event.type, path, exc)
         raise RetryableError(str(exc)) from exc
