@@ -2,12 +2,14 @@
 
 A payment provider's own tables live with it (``shop/payments/sandbox/models.py``).
 """
-from .catalog import DiscountCode, Event, TicketType
-from .orders import Admission, OrderStatus, TicketOrder
+from .audit import AuditEntry
+from .catalog import DiscountCode, Event, EventStatus, SaleState, TicketType
+from .orders import Admission, OrderHistory, OrderStatus, RefundRequest, TicketOrder
 from .payment_events import DeliveryPath, Outcome, OutcomeKind, OutcomeReason, PaymentEvent
-from .users import User
+from .users import ApiToken, StaffRole, User
 
 __all__ = [
-    "Admission", "DeliveryPath", "DiscountCode", "Event", "OrderStatus", "Outcome", "OutcomeKind",
-    "OutcomeReason", "PaymentEvent", "TicketOrder", "TicketType", "User",
+    "Admission", "ApiToken", "AuditEntry", "DeliveryPath", "DiscountCode", "Event", "EventStatus", "OrderHistory",
+    "OrderStatus", "Outcome", "OutcomeKind", "OutcomeReason", "PaymentEvent", "RefundRequest", "SaleState",
+    "StaffRole", "TicketOrder", "TicketType", "User",
 ]
