@@ -12,6 +12,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -57,7 +58,8 @@ class TicketTypeForm(FlaskForm):
 
 class DiscountForm(FlaskForm):
     code = StringField("Code", validators=[InputRequired(), Length(max=64)])
-    kind = RadioField("Kind", choices=[("percent", "Percent off"), ("amount", "Amount off")], default="percent")
+    kind = RadioField("Kind", choices=[SelectChoice("percent", "Percent off"),
+                                                 SelectChoice("amount", "Amount off")], default="percent")
     value = StringField("Percent or amount off", validators=[InputRequired(), Length(max=20)])
     max_uses = IntegerField("Most uses (empty: no limit)", validators=[Optional(), NumberRange(min=1)])
     event_id = SelectField("For event", coerce=int, default=0)

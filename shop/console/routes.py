@@ -19,6 +19,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from ..errors import error_response, wants_json
 from ..extensions import csrf, login_manager
@@ -208,7 +209,8 @@ def discounts():
 
 def _discount_form(**kwargs):
     form = DiscountForm(**kwargs)
-    form.event_id.choices = [(0, "Every event"), *((i, t) for i, t in reads.events_for_choice())]
+    form.event_id.choices = [SelectChoice(0, "Every event"),
+                             *(SelectChoice(i, t) for i, t in reads.events_for_choice())]
     return form
 
 
@@ -271,7 +273,7 @@ def orders():
 
 def _refund_form(order, **kwargs):
     form = RefundForm(**kwargs)
-    form.void_tickets.choices = [(a.id, a.code) for a in order.admissions if not a.void]
+    form.void_tickets.choices = [SelectChoice(a.id, a.code) for a in order.admissions if not a.void]
     if not form.request_key.data:
         form.request_key.data = secrets.token_hex(16)
     return form

@@ -147,8 +147,8 @@ def resolve_attention(order_id, note, actor):
             update(TicketOrder).where(TicketOrder.id == order_id, TicketOrder.needs_attention.is_(True))
             .values(needs_attention=False)).rowcount == 1
         if resolved:
-            record(actor, "attention.resolve", "order", order_id, before={"attention_reason": reason},
-                   after={"needs_attention": False}, note=note)
+            record(actor, "attention.resolve", "order", order_id, before={"needs_attention": True},
+                   after={"needs_attention": False}, note=f"{note} (it was: {reason})")
     return resolved
 
 

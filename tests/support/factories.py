@@ -50,8 +50,9 @@ class Factories:
         db.session.commit()
         return discount
 
-    def user(self, email=None, password=PASSWORD):
-        user = User(email=email or f"buyer{next(self._seq)}@example.com")
+    def user(self, email=None, password=PASSWORD, role=None):
+        """A buyer, or staff with ``role="admin"`` or ``"door"``."""
+        user = User(email=email or f"buyer{next(self._seq)}@example.com", role=role)
         user.set_password(password)
         db.session.add(user)
         db.session.commit()
