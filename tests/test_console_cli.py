@@ -116,7 +116,8 @@ def test_refund_with_an_amount_refunds_part_and_twice_on_purpose(shop, stripe_se
     assert "the order is now paid" in second.output
     assert sorted(r["amount"] for r in stripe_server.refunds.values()
                   if r["payment_intent"] == order.payment_ref) == [500, 500]
-    keys = [r.headers.get("Idempotency-Key") for r in stripe_server.requests if r.path == "/v1/refunds"]
+    keys = [r.headers.get("Idempotency-Key") for r in stripe_server.requests
+            if r.path == "/v1/refunds" and r.params.get("payment_intent") == order.payment_ref]
     assert len(set(keys)) == 2 and all(k.startswith(f"refund-order-{order.id}-") for k in keys)
 
 

@@ -46,7 +46,7 @@ def staff_only(*roles):
         @wraps(view)
         def guarded(*args, **kwargs):
             if not current_user.is_authenticated:
-                return abort(401) if wants_json() else login_manager.unauthorized()
+                abort(401 if wants_json() else login_manager.unauthorized())
             if current_user.staff_role not in roles:
                 abort(403)
             return view(*args, **kwargs)
@@ -396,7 +396,7 @@ def _door_user():
             abort(401)
         return user
     if not current_user.is_authenticated:
-        abort(401) if wants_json() else abort(login_manager.unauthorized())
+        abort(401 if wants_json() else login_manager.unauthorized())
     if not current_user.may_check_in():
         abort(403)
     if request.method == "POST" and current_app.config.get("WTF_CSRF_ENABLED", True):
