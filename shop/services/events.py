@@ -84,28 +84,26 @@ def _event_values(changes):
     return values
 
 
+def _get(model, row_id, missing):
+    row = db.session.get(model, row_id)
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
 def get_event(event_id):
     """The event, or NotFound."""
-    event = db.session.get(Event, event_id)
-    if event is None:
-        raise NotFound(f"There is no event {event_id}.")
-    return event
+    return _get(Event, event_id, f"There is no event {event_id}.")
 
 
 def get_ticket_type(ticket_id):
     """The ticket type (its event loads with it on use), or NotFound."""
-    ticket = db.session.get(TicketType, ticket_id)
-    if ticket is None:
-        raise NotFound(f"There is no ticket type {ticket_id}.")
-    return ticket
+    return _get(TicketType, ticket_id, f"There is no ticket type {ticket_id}.")
 
 
 def get_discount(discount_id):
     """The discount code, or NotFound."""
-    discount = db.session.get(DiscountCode, discount_id)
-    if discount is None:
-        raise NotFound(f"There is no discount code {discount_id}.")
-    return discount
+    return _get(DiscountCode, discount_id, f"There is no discount code {discount_id}.")
 
 
 def _locked(model, row_id, missing):
