@@ -41,10 +41,11 @@ def create_app(test_config=None):
     from .account import bp as account_bp
     from .catalog import bp as catalog_bp
     from .checkout import bp as checkout_bp
+    from .console import bp as console_bp
     from .delivery.webhook import bp as webhook_bp
     from .ops import bp as ops_bp
     from .tickets import bp as tickets_bp
-    for bp in (catalog_bp, checkout_bp, account_bp, tickets_bp, webhook_bp, ops_bp):
+    for bp in (catalog_bp, checkout_bp, account_bp, tickets_bp, console_bp, webhook_bp, ops_bp):
         app.register_blueprint(bp)
     if app.config["STRIPE"].sandbox:
         from .payments.sandbox import bp as sandbox_bp

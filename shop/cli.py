@@ -1,56 +1,62 @@
-"""``flask --app wsgi shop …``: the organizer's and operator's commands."""
-from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+"""``flask --app wsgi shop …``: the organizer's and operator's commands, calling the same services as the console."""
+import re
+import sys
+import uuid
+from datetime import timedelta
+from decimal import Decimal
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from .config import ConfigError, timezone_name
 from .delivery.sqs_poller import poll_until_signalled
 from .extensions import db
-from .models import DiscountCode, Event, TicketOrder, TicketType
+from .models import DiscountCode, Event, EventStatus, StaffRole, TicketOrder
 from .models.base import utcnow
 from .ops.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, AwsSetupError, provision
 from .ops.doctor import FAIL, run_checks
 from .payments import PaymentRefused, PaymentUnavailable
+from .services import events, staff
 from .services.mail import TicketsNotSendable, resend_tickets
 from .services.outbox import outbox_counts, retry_message, send_due, undelivered
 from .services.refunds import RefundNotPossible, refund_order
-from .services.sweeper import sweep
+from .services.sweeper import resettle, sweep, unsettled_older_than
 from .timezones import to_local, to_utc
 
 shop_cli = AppGroup("shop", help="Organizer and operator commands for the ticket shop.")
 
 
-def _when(value, tz_name="UTC"):
-    """ISO 8601 → naive UTC; a time without an offset is local to ``tz_name``."""
+def _when(value, tz_name=None):
+    """ISO 8601 → naive UTC; a time without an offset is local to ``tz_name`` (default: SHOP_TIMEZONE)."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30 or 2027-03-01T19:30:00+01:00") from None
-    return to_utc(parsed, tz_name)
-
-
-def _zone(value):
-    try:
-        return timezone_name(value or current_app.config["SHOP_TIMEZONE"], "--timezone")
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--timezone") from None
+        return events.parse_when(value, tz_name or current_app.config["SHOP_TIMEZONE"])
+    except events.CatalogError as exc:
+        raise click.BadParameter(exc.message) from None
 
 
 def _money(value):
     try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not an amount like 20.00") from None
-    if (not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01"))
-            or amount >= Decimal("100000000")):
-        raise click.BadParameter(f"{value!r} must be a non-negative amount with at most two decimals")
-    return amount
+        return events.money_value(value)
+    except events.CatalogError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def _catalog(change, *args, **kwargs):
+    """Run a catalogue service; its refusal becomes a one-line error naming the option."""
+    try:
+        return change(*args, **kwargs)
+    except events.NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    except events.CatalogError as exc:
+        if exc.field:
+            raise click.BadParameter(exc.message, param_hint=f"--{exc.field.replace('_', '-')}") from None
+        raise click.ClickException(exc.message) from None
+
+
+def _optional_when(value):
+    """An option that may be cleared: "" or "none" → None."""
+    return None if value.strip().lower() in ("", "none") else _when(value)
 
 
 @shop_cli.command("create-event")
@@ -59,21 +65,51 @@ def _money(value):
               help="ISO 8601 local time in --timezone, e.g. 2027-03-01T19:30 (or with an offset: …T19:30:00+01:00)")
 @click.option("--venue", required=True)
 @click.option("--description", default="")
-@click.option("--timezone", "tz_name", help="The event's IANA time zone, e.g. Europe/Berlin (default: SHOP_TIMEZONE)")
-def create_event(title, starts_at, venue, description, tz_name):
-    """Create an event; its times are shown in its own time zone."""
-    if not title.strip() or len(title) > 200:
-        raise click.BadParameter("the title must be 1 to 200 characters", param_hint="--title")
-    if not venue.strip() or len(venue) > 200:
-        raise click.BadParameter("the venue must be 1 to 200 characters", param_hint="--venue")
-    zone = _zone(tz_name)
-    event = Event(title=title.strip(), starts_at=_when(starts_at, zone), venue=venue.strip(), description=description,
-                  timezone=zone)
-    db.session.add(event)
-    db.session.commit()
+@click.option("--timezone", "tz_name", help="The event's IANA time zone, e.g. Europe/Berlin (default: SHOP_TIMEZONE); "
+              "--starts-at without an offset is local to it")
+@click.option("--publish", is_flag=True, help="Publish at once (default: a draft, seen only by staff).")
+def create_event(title, starts_at, venue, description, tz_name, publish):
+    """Create an event, as a draft unless --publish; its times are shown in its own time zone."""
+    zone = _catalog(events.zone_name, tz_name)
+    event = _catalog(events.create_event, title=title, starts_at=_when(starts_at, zone), venue=venue,
+                     description=description, timezone=zone, publish=publish)
     local = to_local(event.starts_at, zone)
     click.echo(f"Created event {event.id}: {event.title} at {event.venue}, {local:%Y-%m-%d %H:%M} {local.tzname()}"
-               + ("" if zone == "UTC" else f" ({zone})"))
+               + ("" if zone == "UTC" else f" ({zone})")
+               + ("" if publish else f" (a draft: publish it with flask --app wsgi shop publish-event {event.id})"))
+
+
+@shop_cli.command("edit-event")
+@click.argument("event_id", type=int)
+@click.option("--title")
+@click.option("--starts-at", help="ISO 8601, e.g. 2027-03-01T19:30:00+01:00")
+@click.option("--venue")
+@click.option("--description")
+def edit_event(event_id, title, starts_at, venue, description):
+    """Change an event's title, start, venue or description."""
+    changes = {k: v for k, v in {"title": title, "venue": venue, "description": description}.items() if v is not None}
+    if starts_at is not None:
+        changes["starts_at"] = _when(starts_at, _catalog(events.get_event, event_id).timezone)
+    if not changes:
+        raise click.UsageError("Give at least one of --title, --starts-at, --venue, --description.")
+    event = _catalog(events.update_event, event_id, **changes)
+    click.echo(f"Saved event {event.id}: {event.title} at {event.venue}, {event.starts_at:%Y-%m-%d %H:%M} UTC")
+
+
+@shop_cli.command("publish-event")
+@click.argument("event_id", type=int)
+def publish_event(event_id):
+    """Publish an event: it becomes public and its ticket types go on sale (within their windows)."""
+    event = _catalog(events.set_event_status, event_id, EventStatus.PUBLISHED)
+    click.echo(f"Published event {event.id}: {event.title}")
+
+
+@shop_cli.command("unpublish-event")
+@click.argument("event_id", type=int)
+def unpublish_event(event_id):
+    """Take an event back to draft: hidden from the public and not on sale; paid orders stay paid."""
+    event = _catalog(events.set_event_status, event_id, EventStatus.DRAFT)
+    click.echo(f"Event {event.id} is a draft again: {event.title}")
 
 
 @shop_cli.command("add-ticket")
@@ -81,17 +117,40 @@ def create_event(title, starts_at, venue, description, tz_name):
 @click.option("--name", required=True)
 @click.option("--price", required=True, help="e.g. 20.00")
 @click.option("--capacity", required=True, type=click.IntRange(min=1))
-def add_ticket(event_id, name, price, capacity):
-    """Add a ticket type to an event."""
-    if db.session.get(Event, event_id) is None:
-        raise click.ClickException(f"There is no event {event_id}.")
-    if not name.strip() or len(name) > 120:
-        raise click.BadParameter("the name must be 1 to 120 characters", param_hint="--name")
-    ticket = TicketType(event_id=event_id, name=name.strip(), price=_money(price), capacity=capacity)
-    db.session.add(ticket)
-    db.session.commit()
+@click.option("--on-sale-from", help="ISO 8601; default: on sale as soon as the event is published")
+@click.option("--on-sale-until", help="ISO 8601; sales close at the event's start in any case")
+@click.option("--hidden", is_flag=True, help="Not shown or sold to the public.")
+def add_ticket(event_id, name, price, capacity, on_sale_from, on_sale_until, hidden):
+    """Add a ticket type to an event (sales-window times without an offset are local to the event)."""
+    zone = _catalog(events.get_event, event_id).timezone
+    ticket = _catalog(events.add_ticket_type, event_id, name=name, price=_money(price), capacity=capacity,
+                      on_sale_from=_when(on_sale_from, zone) if on_sale_from else None,
+                      on_sale_until=_when(on_sale_until, zone) if on_sale_until else None, hidden=hidden)
     click.echo(f"Added ticket type {ticket.id} to event {event_id}: {ticket.name}, {ticket.price}, "
                f"{capacity} {'seat' if capacity == 1 else 'seats'}")
+
+
+@shop_cli.command("edit-ticket")
+@click.argument("ticket_id", type=int)
+@click.option("--name")
+@click.option("--price", help="for new orders; orders placed keep their price")
+@click.option("--capacity", type=click.IntRange(min=0), help="never below what is sold plus held")
+@click.option("--on-sale-from", help="ISO 8601, or 'none' to clear")
+@click.option("--on-sale-until", help="ISO 8601, or 'none' to clear")
+@click.option("--hidden/--visible", default=None)
+def edit_ticket(ticket_id, name, price, capacity, on_sale_from, on_sale_until, hidden):
+    """Change a ticket type: name, price, capacity, sales window, hidden or visible."""
+    changes = {k: v for k, v in {"name": name, "capacity": capacity, "hidden": hidden}.items() if v is not None}
+    if price is not None:
+        changes["price"] = _money(price)
+    for key, value in (("on_sale_from", on_sale_from), ("on_sale_until", on_sale_until)):
+        if value is not None:
+            changes[key] = _optional_when(value)
+    if not changes:
+        raise click.UsageError("Give at least one change.")
+    ticket = _catalog(events.update_ticket_type, ticket_id, **changes)
+    click.echo(f"Saved ticket type {ticket.id}: {ticket.name}, {ticket.price}, {ticket.capacity} seats"
+               + (", hidden" if ticket.hidden else ""))
 
 
 @shop_cli.command("create-discount")
@@ -109,22 +168,43 @@ def create_discount(code, percent_off, amount_off, max_uses, event_id, valid_fro
     normalized = DiscountCode.normalize(code)
     if not normalized or len(normalized) > 64 or not normalized.replace("-", "").replace("_", "").isalnum():
         raise click.BadParameter("use 1 to 64 letters, digits, - or _", param_hint="CODE")
-    if event_id is not None and db.session.get(Event, event_id) is None:
-        raise click.ClickException(f"There is no event {event_id}.")
-    discount = DiscountCode(code=normalized, percent_off=percent_off,
-                            amount_off=_money(amount_off) if amount_off is not None else None,
-                            max_uses=max_uses, event_id=event_id,
-                            valid_from=_when(valid_from, _zone(None)) if valid_from else None,
-                            valid_until=_when(valid_until, _zone(None)) if valid_until else None)
-    db.session.add(discount)
-    try:
-        db.session.commit()
-    except IntegrityError:  # the unique key decides, not a look-up first
-        db.session.rollback()
-        raise click.ClickException(f"The code {normalized} exists already.") from None
+    discount = _catalog(events.create_discount, code=normalized, percent_off=percent_off,
+                        amount_off=_money(amount_off) if amount_off is not None else None, max_uses=max_uses,
+                        event_id=event_id, valid_from=_when(valid_from) if valid_from else None,
+                        valid_until=_when(valid_until) if valid_until else None)
     click.echo(f"Created discount {discount.code}: {discount.describe()}"
                + (f", at most {max_uses} uses" if max_uses else "")
                + (f", for event {event_id}" if event_id else ""))
+
+
+@shop_cli.command("edit-discount")
+@click.argument("code")
+@click.option("--percent-off", type=click.IntRange(1, 100))
+@click.option("--amount-off")
+@click.option("--max-uses", type=click.IntRange(min=0), help="0 for no limit; never below the uses made or reserved")
+@click.option("--valid-from", help="ISO 8601, or 'none' to clear")
+@click.option("--valid-until", help="ISO 8601, or 'none' to clear")
+def edit_discount(code, percent_off, amount_off, max_uses, valid_from, valid_until):
+    """Change a discount code's amount, use limit or validity."""
+    if percent_off is not None and amount_off is not None:
+        raise click.UsageError("Give at most one of --percent-off and --amount-off.")
+    discount = db.session.execute(select(DiscountCode).where(DiscountCode.code == DiscountCode.normalize(code))
+                                  ).scalar_one_or_none()
+    if discount is None:
+        raise click.ClickException(f"There is no discount code {DiscountCode.normalize(code)}.")
+    changes = {"percent_off": percent_off} if percent_off is not None else {}
+    if amount_off is not None:
+        changes["amount_off"] = _money(amount_off)
+    if max_uses is not None:
+        changes["max_uses"] = max_uses or None
+    for key, value in (("valid_from", valid_from), ("valid_until", valid_until)):
+        if value is not None:
+            changes[key] = _optional_when(value)
+    if not changes:
+        raise click.UsageError("Give at least one change.")
+    discount = _catalog(events.update_discount, discount.id, **changes)
+    click.echo(f"Saved discount {discount.code}: {discount.describe()}"
+               + (f", at most {discount.max_uses} uses" if discount.max_uses else ""))
 
 
 DEMO_EVENTS = [
@@ -140,7 +220,7 @@ DEMO_EVENTS = [
 
 @shop_cli.command("seed-demo")
 def seed_demo():
-    """Create a few upcoming demo events with ticket types; running it again adds nothing."""
+    """Create a few upcoming, published demo events with ticket types; running it again adds nothing."""
     existing = set(db.session.execute(select(Event.title)).scalars())
     today = utcnow().replace(hour=19, minute=30, second=0, microsecond=0)
     for title, venue, zone, days, description, tickets in DEMO_EVENTS:
@@ -148,11 +228,11 @@ def seed_demo():
             click.echo(f"Demo event exists: {title}")
             continue
         zone = zone or current_app.config["SHOP_TIMEZONE"]
-        event = Event(title=title, venue=venue, description=description, timezone=zone,
-                      starts_at=to_utc(today + timedelta(days=days), zone))  # 19:30 where it takes place
-        event.ticket_types = [TicketType(name=n, price=Decimal(p), capacity=c) for n, p, c in tickets]
-        db.session.add(event)
-        db.session.commit()
+        # 19:30 where it takes place
+        event = events.create_event(title=title, venue=venue, description=description, timezone=zone,
+                                    starts_at=to_utc(today + timedelta(days=days), zone), publish=True)
+        for name, price, capacity in tickets:
+            events.add_ticket_type(event.id, name=name, price=Decimal(price), capacity=capacity)
         click.echo(f"Created demo event {event.id}: {title} "
                    f"({len(tickets)} {'ticket type' if len(tickets) == 1 else 'ticket types'})")
 
@@ -160,10 +240,13 @@ def seed_demo():
 @shop_cli.command("refund")
 @click.argument("order_id", type=int)
 @click.option("--reason", default="refunded by the organizer")
-def refund(order_id, reason):
-    """Refund a paid order in full through Stripe."""
+@click.option("--amount", help="Refund only this much (e.g. 5.00); the order stays paid and its tickets valid.")
+def refund(order_id, reason, amount):
+    """Refund a paid order through Stripe, in full or --amount of it."""
     try:
-        outcome = refund_order(order_id, reason, path="cli")
+        # Each run is one deliberate request: a partial refund run twice refunds twice, on purpose.
+        outcome = refund_order(order_id, reason, path="cli", amount=amount,
+                               request_key=uuid.uuid4().hex if amount is not None else None)
     except (RefundNotPossible, PaymentRefused, PaymentUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     order = db.session.get(TicketOrder, order_id)
@@ -213,14 +296,76 @@ def send_mail():
     click.echo(", ".join(f"{n} {status}" for status, n in total.items()) or "No mail is due.")
 
 
+DURATION = re.compile(r"([0-9]{1,6})([smhd])")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(ctx, param, value):
+    if value is None:
+        return None
+    match = DURATION.fullmatch(value.strip())
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration like 0s, 15m, 2h or 1d")
+    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
 @shop_cli.command("sweep")
-def sweep_command():
+@click.option("--older-than", callback=_duration, metavar="DURATION",
+              help="Re-read now every pending or processing order older than this (0s, 15m, 2h, 1d), "
+                   "e.g. to heal after an outage, instead of the sweeper's schedule.")
+def sweep_command(older_than):
     """Release ended holds and settle pending orders from Stripe (the server also runs this every minute)."""
     try:
-        counts = sweep(path="cli")
+        counts = sweep(path="cli") if older_than is None else _resweep(older_than)
     except PaymentUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "Nothing to settle.")
+
+
+def _resweep(older_than):
+    order_ids = unsettled_older_than(older_than)
+    counts = {}
+    with click.progressbar(resettle(order_ids, path="cli"), length=len(order_ids), label="Re-reading orders",
+                           file=sys.stderr, show_pos=True) as progress:
+        for _, outcome in progress:
+            counts[outcome.label] = counts.get(outcome.label, 0) + 1
+    return counts
+
+
+@shop_cli.command("grant-staff")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice([r.value for r in StaffRole]),
+              help="admin runs everything in /console; door only checks tickets in.")
+def grant_staff(email, role):
+    """Make an account staff (creating it, with a password shown once, if there is none)."""
+    if "@" not in email or len(email) > 255:
+        raise click.BadParameter(f"{email!r} is not an email address", param_hint="EMAIL")
+    user, password = staff.grant_staff(email, role)
+    click.echo(f"{user.email} is now {role} staff.")
+    if password:
+        click.echo(f"Created the account with the password {password} : hand it over privately.")
+
+
+@shop_cli.command("revoke-staff")
+@click.argument("email")
+def revoke_staff(email):
+    """Take an account's staff role; its console sessions and API tokens stop working at once."""
+    try:
+        user = staff.revoke_staff(email)
+    except staff.StaffError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{user.email} is no longer staff; their API tokens are deleted.")
+
+
+@shop_cli.command("create-api-token")
+@click.argument("email")
+def create_api_token(email):
+    """A bearer token for a staff member's scanner app (POST /console/events/<id>/checkin); shown once."""
+    try:
+        token = staff.create_api_token(email)
+    except staff.StaffError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
 
 
 @shop_cli.command("attention")

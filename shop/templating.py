@@ -1,12 +1,15 @@
 """Template helpers, registered once (CTFd's ``init_template_filters``): money, local dates, plurals,
-QR codes, the order statuses as the enum, and the one way a form carries its CSRF token."""
+QR codes, the order statuses as the enum, the one way a form carries its CSRF token, and the one way a
+page loads a script file."""
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 import segno
+from flask import url_for
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
 
+from .models.catalog import SaleState
 from .models.orders import AdmissionState, OrderStatus
 from .timezones import local_label
 
@@ -50,6 +53,12 @@ def qr(code, large=False):
     return Markup(symbol.svg_inline(scale=3, border=2, title=f"QR code of ticket {code}"))
 
 
+def script_file(filename):
+    """A ``<script src>`` for a file under ``static/``: the only way templates load script, so none is ever
+    inline (the CSP allows scripts from the shop's own origin, never inline ones)."""
+    return Markup(f'<script src="{escape(url_for("static", filename=filename))}" defer></script>')
+
+
 def csrf_field():
     """The hidden CSRF input every form carries (Flask-WTF's token for this session)."""
     return Markup(f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">')
@@ -59,4 +68,5 @@ def init_template_helpers(app):
     """Register the filters and globals on ``app``'s Jinja environment."""
     app.jinja_env.filters.update(money=money, datetime=datetime_label, local_datetime=local_datetime, plural=plural,
                                  qr=qr)
-    app.jinja_env.globals.update(OrderStatus=OrderStatus, AdmissionState=AdmissionState, csrf_field=csrf_field)
+    app.jinja_env.globals.update(OrderStatus=OrderStatus, AdmissionState=AdmissionState, SaleState=SaleState,
+                                 csrf_field=csrf_field, script_file=script_file)

@@ -7,7 +7,8 @@ Ask for them by name; nothing here is imported by a test module. Moto (``aws``),
   the tables are emptied after each test that used ``app``.
 - ``make``: factories (``make.ticket(capacity=5)``…); ``reload(row)``: the row as the database has it now.
 - ``place_order(ticket, quantity=…)``: a pending order placed through the real checkout service.
-- ``auth.login(user)`` / ``auth.logout()``; ``webhook.post(event)``: a Stripe event, signed, to the route.
+- ``auth.login(user)`` / ``auth.logout()``; ``webhook.post(event)``: a Stripe event, signed, to the route;
+  ``pay(order)``: the order paid through Stripe's webhook; ``staff.login(role)``: an admin, door or buyer logged in.
 - ``mailbox``: the SMTP server (aiosmtpd on loopback) every shop under test sends to, emptied for the test;
   ``mailbox.stop()`` takes it down (connection refused), ``mailbox.start()`` brings it back on its port.
 - ``shop_env(…)``: the environment of a shop process; ``shop_app(…)``: another app built from it,
@@ -15,6 +16,7 @@ Ask for them by name; nothing here is imported by a test module. Moto (``aws``),
 """
 import contextlib
 import time
+import uuid
 
 import pytest
 
@@ -175,6 +177,30 @@ def webhook(client, stripe_server):
     """``webhook.post(event, secret=…, timestamp=…, header=…, client=…)``: the event POSTed to the
     webhook route, signed as Stripe signs it (on ``client`` unless another one is given)."""
     return WebhookSender(client, stripe_server)
+
+
+@pytest.fixture
+def pay(webhook, stripe_server):
+    """``pay(order)``: the buyer pays on the local Stripe and its signed webhook reaches the shop; returns the
+    order as the database has it then."""
+    def pay_order(order):
+        response = webhook.post(stripe_server.complete(order.checkout_ref))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return reload(order)
+    return pay_order
+
+
+@pytest.fixture
+def staff(ctx, make, auth):
+    """``staff.login("admin" | "door" | "buyer")``: a user with that role logged in on ``form_client``; returns it."""
+    class Staff:
+        @staticmethod
+        def login(role):
+            user = make.user(email=f"{role}-{uuid.uuid4().hex[:6]}@example.com",
+                             role=None if role == "buyer" else role)
+            auth.login(user)
+            return user
+    return Staff()
 
 
 @pytest.fixture

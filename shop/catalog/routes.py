@@ -1,7 +1,8 @@
 from flask import abort, render_template
 from flask_login import current_user
 
-from ..services.catalog import event_with_tickets, upcoming_events
+from ..models.base import utcnow
+from ..services.catalog import upcoming_events, visible_event
 from . import bp
 from .forms import CheckoutForm
 
@@ -13,17 +14,23 @@ def index():
 
 @bp.get("/events/<int:event_id>")
 def event(event_id):
-    found = event_with_tickets(event_id)
+    return render_event(event_id)
+
+
+def _viewer_is_staff():
+    return current_user.is_authenticated and current_user.staff_role is not None
+
+
+def render_event(event_id, failed_ticket_id=None, form=None, message=None, status=200):
+    """The event page (a preview of a draft for staff, 404 for anyone else); after a refused checkout,
+    that ticket type's form shows what was wrong."""
+    found = visible_event(event_id, staff=_viewer_is_staff())
     if found is None:
         abort(404)
-    return render_event(found)
-
-
-def render_event(event, failed_ticket_id=None, form=None, message=None, status=200):
-    """The event page; after a refused checkout, that ticket type's form shows what was wrong."""
+    event, ticket_types = found
     email = current_user.email if current_user.is_authenticated else ""
-    forms = {t.id: CheckoutForm(formdata=None, email=email, quantity=1) for t in event.ticket_types}
+    forms = {t.id: CheckoutForm(formdata=None, email=email, quantity=1) for t in ticket_types}
     if failed_ticket_id in forms and form is not None:
         forms[failed_ticket_id] = form
-    return render_template("catalog/event.html", event=event, forms=forms,
+    return render_template("catalog/event.html", event=event, ticket_types=ticket_types, forms=forms, now=utcnow(),
                            failed_ticket_id=failed_ticket_id, message=message), status

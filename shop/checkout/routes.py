@@ -15,7 +15,6 @@ from ..models import TicketOrder
 from ..models.base import utcnow
 from ..payments import PaymentUnavailable, gateway
 from ..security import private_page, rate_limit
-from ..services.catalog import event_with_tickets
 from ..services.checkout import (
     CheckoutRefused,
     CheckoutRequest,
@@ -102,10 +101,8 @@ def _refused(event_id, ticket_id, form, refused, wants_json):
         return jsonify(error=refused.message, field=refused.field), refused.status
     if refused.status in (429, 502, 503):
         return render_template("checkout/unavailable.html", message=refused.message, event_id=event_id), refused.status
-    event = event_with_tickets(event_id)
-    if event is None:
-        abort(404)
-    return render_event(event, failed_ticket_id=ticket_id, form=form, message=refused.message, status=refused.status)
+    return render_event(event_id, failed_ticket_id=ticket_id, form=form, message=refused.message,
+                        status=refused.status)
 
 
 @bp.get("/checkout/success")

@@ -1,4 +1,5 @@
 """Events, their ticket types and discount codes."""
+import enum
 from decimal import Decimal
 
 from flask import current_app
@@ -12,9 +13,24 @@ def _default_timezone():
     return current_app.config.get("SHOP_TIMEZONE") or "UTC"
 
 
+class EventStatus(str, enum.Enum):
+    """A draft is seen by staff only (and cannot be bought); a published event is public."""
+    DRAFT = "draft"
+    PUBLISHED = "published"
+
+
+class SaleState(str, enum.Enum):
+    """Whether a ticket type can be bought now, and if not, why (the event page says which)."""
+    ON_SALE = "on_sale"
+    NOT_YET = "not_yet"        # before its on_sale_from
+    CLOSED = "closed"          # after its on_sale_until
+    STARTED = "started"        # the event has begun: sales always close then
+
+
 class Event(db.Model):
     """An event; ``starts_at`` is naive UTC like every stored time, shown in the event's own ``timezone``."""
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_status_starts", "status", "starts_at"),)
 
     id = db.Column(db.Integer, primary_key=True)
     title = db.Column(db.String(200), nullable=False)
@@ -24,8 +40,21 @@ class Event(db.Model):
     # An IANA name (Europe/Berlin): pages, emails and calendar files show the start in it.
     timezone = db.Column(db.String(64), nullable=False, default=_default_timezone, server_default="UTC")
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
+    # New events start as drafts: nothing is public or on sale until the organizer publishes it.
+    status = db.Column(db.String(16), nullable=False, default=EventStatus.DRAFT.value, server_default="draft")
 
     ticket_types = db.relationship("TicketType", back_populates="event", order_by="TicketType.price, TicketType.id")
+
+    @property
+    def state(self):
+        return EventStatus(self.status)
+
+    @property
+    def published(self):
+        return self.state is EventStatus.PUBLISHED
+
+    def has_started(self, now=None):
+        return self.starts_at <= (now or utcnow())
 
     def __repr__(self):
         return f"<Event {self.id} {self.title!r}>"
@@ -50,12 +79,28 @@ class TicketType(db.Model):
     capacity = db.Column(db.Integer, nullable=False)
     sold_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
     held_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    # The sales window (naive UTC, either end open); sales close at the event's start whatever it says.
+    on_sale_from = db.Column(db.DateTime, nullable=True)
+    on_sale_until = db.Column(db.DateTime, nullable=True)
+    # Hidden ticket types are not shown or sold to the public (a staff allocation, a type withdrawn).
+    hidden = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
 
     event = db.relationship("Event", back_populates="ticket_types")
 
     @property
     def remaining(self):
         return max(0, self.capacity - self.sold_quantity - self.held_quantity)
+
+    def sale_state(self, now=None):
+        """The :class:`SaleState` now (needs ``event`` loaded)."""
+        now = now or utcnow()
+        if self.event.has_started(now):
+            return SaleState.STARTED
+        if self.on_sale_from is not None and now < self.on_sale_from:
+            return SaleState.NOT_YET
+        if self.on_sale_until is not None and now >= self.on_sale_until:
+            return SaleState.CLOSED
+        return SaleState.ON_SALE
 
 
 class DiscountCode(db.Model):

@@ -143,14 +143,52 @@ class Admission(db.Model):
     order_id = db.Column(db.Integer, db.ForeignKey("ticket_orders.id"), nullable=False, index=True)
     code = db.Column(db.String(32), nullable=False, unique=True)
     void = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
+    # Set once at the door by a conditional UPDATE (services/checkin.py); cleared only by an audited undo.
+    checked_in_at = db.Column(db.DateTime, nullable=True)
+    checked_in_by = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
 
     order = db.relationship("TicketOrder", back_populates="admissions")
+    checked_in_by_user = db.relationship("User")
 
     @property
     def state(self):
         if self.void:
             return AdmissionState.VOID
-        # The door's check-in records when a ticket was scanned (``checked_in_at``); until it exists, none was.
-        if getattr(self, "checked_in_at", None) is not None:
+        if self.checked_in_at is not None:
             return AdmissionState.CHECKED_IN
         return AdmissionState.VALID
+
+
+class OrderHistory(db.Model):
+    """One line of an order's timeline, written by ``services.orders.change_status`` (and by fulfilment
+    when a partial refund is recorded): what changed, what caused it, and through which path."""
+    __tablename__ = "order_history"
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("ticket_orders.id"), nullable=False, index=True)
+    from_status = db.Column(db.String(16), nullable=True)
+    to_status = db.Column(db.String(16), nullable=False)
+    # The inlet or actor: webhook, eventbridge, success_page, sandbox, cancel_page, sweeper, checkout, cli, console.
+    source = db.Column(db.String(32), nullable=False, default="", server_default="")
+    cause = db.Column(db.String(255), nullable=False, default="", server_default="")
+    actor_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
+
+    actor = db.relationship("User")
+
+
+class RefundRequest(db.Model):
+    """A refund asked of the provider by staff (console or CLI), stored once per idempotency key.
+
+    The unique key is what makes a double click one refund, even with a provider (the sandbox)
+    that keeps no idempotency keys of its own; two deliberate partial refunds carry two keys.
+    """
+    __tablename__ = "refund_requests"
+
+    id = db.Column(db.Integer, primary_key=True)
+    idempotency_key = db.Column(db.String(128), nullable=False, unique=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("ticket_orders.id"), nullable=False, index=True)
+    amount = db.Column(db.Numeric(10, 2), nullable=True)   # NULL: everything left
+    reason = db.Column(db.String(255), nullable=False, default="", server_default="")
+    requested_by = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())

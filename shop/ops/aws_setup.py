@@ -34,9 +34,9 @@ class AwsSetupError(Exception):
     """A step failed or a prerequisite is missing; the message says which and what to do."""
 
 
-def aws_client(service, region):
+def aws_client(service, region, config=None):
     """A boto3 client; credentials and ``AWS_ENDPOINT_URL`` come from boto3's own chain."""
-    return boto3.session.Session(region_name=region).client(service)
+    return boto3.session.Session(region_name=region).client(service, config=config)
 
 
 def handled_event_types():

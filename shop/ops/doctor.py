@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from flask import current_app
 from sqlalchemy import func, select, text
@@ -71,6 +72,29 @@ def run_checks(event_source=None, event_bus=None):
     checks += [_guarded("unprocessed events", _unprocessed_events), _guarded("order_id in metadata", _missing_order_id),
                _guarded("pending past checkout expiry", _pending_past_expiry), _guarded("mail", _mail)]
     return checks
+
+
+def delivery_health():
+    """The delivery checks the console's dashboard shows: when each path last delivered, events received but
+    not processed, the dead-letter queue's depth (with a queue configured), orders pending past their hold
+    and the mail waiting in the outbox.
+
+    Only the database, and SQS with short timeouts: a page must not wait on the slower AWS checks.
+    """
+    checks = _guarded_many("delivery", _deliveries)
+    checks.append(_guarded("unprocessed events", _unprocessed_events))
+    if current_app.config["SQS_QUEUE_URL"]:
+        checks.append(_guarded("dead-letter queue", _dead_letter_depth, current_app.config["SQS_QUEUE_URL"]))
+    checks.append(_guarded("pending past checkout expiry", _pending_past_expiry))
+    checks.append(_guarded("mail", _mail))  # mail waiting in the outbox, and mail given up on
+    return checks
+
+
+def _dead_letter_depth(queue_url):
+    sqs = aws_client("sqs", current_app.config["AWS_REGION"],
+                     config=BotoConfig(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1}))
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    return _dead_letter_queue(sqs, attributes)
 
 
 def _guarded(name, check, *args):

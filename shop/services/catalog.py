@@ -1,19 +1,26 @@
-"""Reading the catalogue: what is on sale and how many seats remain."""
-from sqlalchemy import func, select
+"""Reading the catalogue: what is on sale and how many seats remain.
+
+The public sees published events and their ticket types that are not hidden; staff also see
+drafts (a preview) and hidden ticket types.
+"""
+from sqlalchemy import and_, false, func, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import Event, TicketType
+from ..models import Event, EventStatus, TicketType
 from ..models.base import utcnow
 
 
 def upcoming_events():
-    """Events that have not started yet, soonest first, each with its lowest price and seats left (one query)."""
+    """Published events that have not started yet, soonest first, each with the lowest price and seats left
+    of its visible ticket types (one query)."""
+    visible = and_(TicketType.event_id == Event.id, TicketType.hidden == false())
     rows = db.session.execute(
         select(Event, func.min(TicketType.price),
                func.sum(TicketType.capacity - TicketType.sold_quantity - TicketType.held_quantity))
-        .outerjoin(TicketType, TicketType.event_id == Event.id)
-        .where(Event.starts_at > utcnow()).group_by(Event.id).order_by(Event.starts_at, Event.id)).all()
+        .outerjoin(TicketType, visible)
+        .where(Event.status == EventStatus.PUBLISHED.value, Event.starts_at > utcnow())
+        .group_by(Event.id).order_by(Event.starts_at, Event.id)).all()
     return [(event, price, max(0, int(left or 0))) for event, price, left in rows]
 
 
@@ -22,3 +29,11 @@ def event_with_tickets(event_id):
     return db.session.execute(
         select(Event).where(Event.id == event_id).options(selectinload(Event.ticket_types))
     ).scalar_one_or_none()
+
+
+def visible_event(event_id, staff=False):
+    """``(event, ticket types to show)`` for a viewer, or None: drafts and hidden types are for ``staff`` only."""
+    event = event_with_tickets(event_id)
+    if event is None or not (event.published or staff):
+        return None
+    return event, [t for t in event.ticket_types if staff or not t.hidden]

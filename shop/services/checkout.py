@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
-from ..models import DiscountCode, TicketOrder, TicketType
+from ..models import DiscountCode, SaleState, TicketOrder, TicketType
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import CheckoutLine, CheckoutSpec, PaymentRefused, PaymentUnavailable, gateway, order_token
@@ -50,6 +50,11 @@ class SoldOut(CheckoutRefused):
     status = 409
 
 
+class NotOnSale(CheckoutRefused):
+    """Outside the ticket type's sales window."""
+    status = 409
+
+
 class TooManyPending(CheckoutRefused):
     status = 429
 
@@ -81,13 +86,25 @@ class ReturnUrls:
 
 
 def find_ticket(event_id, ticket_id):
-    """The ticket type and its event, or NotFound (also for a ticket of another event)."""
+    """The ticket type and its event, or NotFound: also for a ticket of another event, of a draft event,
+    or a hidden one (the public is told nothing about what is not published)."""
     ticket = db.session.execute(
         select(TicketType).join(TicketType.event).where(TicketType.id == ticket_id)
     ).scalar_one_or_none()
-    if ticket is None or ticket.event_id != event_id:
+    if ticket is None or ticket.event_id != event_id or not ticket.event.published or ticket.hidden:
         raise NotFound("That ticket does not exist for this event.")
     return ticket
+
+
+def check_on_sale(ticket, now=None):
+    """Refuse a ticket type outside its sales window, or once its event has started."""
+    state = ticket.sale_state(now)
+    if state is SaleState.STARTED:
+        raise CheckoutRefused("This event has already started; tickets are no longer sold.")
+    if state is SaleState.NOT_YET:
+        raise NotOnSale(f"These tickets go on sale on {ticket.on_sale_from:%a %d %b %Y, %H:%M} UTC.")
+    if state is SaleState.CLOSED:
+        raise NotOnSale("Sales for these tickets have closed.")
 
 
 def find_discount(code, event_id, now=None):
@@ -143,8 +160,7 @@ def start_checkout(req: CheckoutRequest, urls: ReturnUrls):
         raise CheckoutRefused(f"You can buy between 1 and {max_per_order} tickets at a time.", field="quantity")
     # These reads open the transaction that the hold commits (or the request's end rolls back).
     ticket = find_ticket(req.event_id, req.ticket_id)
-    if ticket.event.starts_at <= utcnow():
-        raise CheckoutRefused("This event has already started; tickets are no longer sold.")
+    check_on_sale(ticket)
     discount = find_discount(req.discount_code, req.event_id)
     unit_price = discount.discounted_price(ticket.price) if discount else Decimal(ticket.price)
     _check_minimum(unit_price * req.quantity, discount)
@@ -233,7 +249,7 @@ def _abandon(order_id, cause):
     with transaction():
         order = lock_order(order_id)
         if order is not None and order.state is OrderStatus.PENDING:
-            change_status(order, OrderStatus.FAILED, cause)
+            change_status(order, OrderStatus.FAILED, cause, source="checkout")
 
 
 def order_for_checkout(checkout_ref):

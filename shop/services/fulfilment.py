@@ -11,6 +11,7 @@ which news arrives. It never reads a provider's field names.
 """
 import hmac
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
@@ -21,7 +22,7 @@ from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import PaymentNotFound, gateway, order_token
 from .mail import notify_status_change
-from .orders import LimitReached, TransitionRefused, change_status, flag_for_attention, lock_order
+from .orders import LimitReached, TransitionRefused, change_status, flag_for_attention, lock_order, record_history
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,11 @@ def fulfil_checkout(checkout_ref, path):
     return outcome
 
 
-def reconcile_order(order_id, path, *, cancelled=False, refund_over_limit=True):
+def reconcile_order(order_id, path, *, cancelled=False, refund_over_limit=True, cause=None, actor_id=None):
     """Re-read an order's checkout from the provider and apply it; returns the :class:`Outcome`.
 
-    ``cancelled`` records an expiry as the buyer's cancel. Raises PaymentUnavailable when
+    ``cancelled`` records an expiry as the buyer's cancel. ``cause`` and ``actor_id`` say who
+    asked (a staff member's refund) in the order's history. Raises PaymentUnavailable when
     the provider cannot answer: nothing is concluded then.
     """
     with transaction():
@@ -62,12 +64,12 @@ def reconcile_order(order_id, path, *, cancelled=False, refund_over_limit=True):
         state = gateway().read_checkout(checkout_ref)
     except PaymentNotFound:
         return Outcome(OutcomeKind.IGNORED, OutcomeReason.NOT_OURS, detail="the provider has no such checkout")
-    outcome, _ = apply_payment_state(state, path, cause=f"{path} re-read the checkout", cancelled=cancelled,
-                                     refund_over_limit=refund_over_limit)
+    outcome, _ = apply_payment_state(state, path, cause=cause or f"{path} re-read the checkout", cancelled=cancelled,
+                                     refund_over_limit=refund_over_limit, actor_id=actor_id)
     return outcome
 
 
-def apply_payment_state(state, path, cause, *, cancelled=False, refund_over_limit=True):
+def apply_payment_state(state, path, cause, *, cancelled=False, refund_over_limit=True, actor_id=None):
     """Apply the provider's truth to its order under the order's row lock; returns ``(Outcome, order_id)``.
 
     A payment that arrived past a limit (its seats resold, its discount code used up) is
@@ -84,7 +86,7 @@ def apply_payment_state(state, path, cause, *, cancelled=False, refund_over_limi
         if mismatch:
             flag_for_attention(order, f"not marked paid: {mismatch}")
             return Outcome(OutcomeKind.FLAGGED, OutcomeReason.MISMATCH, order.state, mismatch), order.id
-        outcome = _apply(order, state, cause, cancelled)
+        outcome = _apply(order, state, _Cause(cause, path, actor_id), cancelled)
     if outcome.reason is OutcomeReason.LATE_PAYMENT_REFUNDED and refund_over_limit:
         from .refunds import refund_late_payment  # refunds re-enter this module after the refund
         outcome = refund_late_payment(order.id, state.payment_ref, path)
@@ -106,6 +108,14 @@ def _mismatch(order, state):
     return None
 
 
+@dataclass(frozen=True)
+class _Cause:
+    """Why an order moves, for its history: the text, the path it came through, the staff member if any."""
+    text: str
+    path: str
+    actor_id: int | None = None
+
+
 def _apply(order, state, cause, cancelled):
     """Move the locked order towards ``state``; returns the :class:`Outcome`."""
     if order.checkout_ref is None:
@@ -113,7 +123,7 @@ def _apply(order, state, cause, cancelled):
     if state.payment_ref and not order.payment_ref:
         order.payment_ref = state.payment_ref
     if state.refunded or state.status is OrderStatus.REFUNDED:
-        order.refunded_amount = state.refunded
+        _note_refunded(order, state, cause)
     target = _target(order, state.status, cancelled)
     if target is None:
         reason = OutcomeReason.STILL_OPEN if state.status is None else OutcomeReason.ALREADY
@@ -123,6 +133,16 @@ def _apply(order, state, cause, cancelled):
             return Outcome(OutcomeKind.APPLIED, OutcomeReason.PARTIAL_REFUND, order.state)
         return Outcome(OutcomeKind.UNCHANGED, OutcomeReason.ALREADY, order.state)
     return _move(order, target, cause)
+
+
+def _note_refunded(order, state, cause):
+    """Record the refunded total; a partial refund of a paid order gets a line in its history."""
+    partial = order.state is OrderStatus.PAID and state.status is OrderStatus.PAID
+    if partial and state.refunded > order.refunded_amount:
+        record_history(order.id, order.status, order.status,
+                       f"partial refund, {state.refunded} refunded in all ({cause.text})",
+                       source=cause.path, actor_id=cause.actor_id)
+    order.refunded_amount = state.refunded
 
 
 def _target(order, status, cancelled):
@@ -138,7 +158,7 @@ def _target(order, status, cancelled):
 def _move(order, target, cause):
     old = order.state
     try:
-        change_status(order, target, cause)
+        change_status(order, target, cause.text, source=cause.path, actor_id=cause.actor_id)
     except LimitReached as exc:
         if target is OrderStatus.PROCESSING:
             # A delayed payment is still on its way and cannot be refunded yet; when it succeeds the

@@ -16,6 +16,7 @@ from ..extensions import db
 from ..models import Admission, MessageKind, OrderStatus, TicketOrder, User
 from ..urls import external_url
 from . import links
+from .audit import record
 from .outbox import Attachment, queue_message, queue_safely
 from .tickets import calendar_file, has_orders, lookup_link, ticket_url
 from .transactions import transaction
@@ -70,11 +71,12 @@ def _queue_about_order(order, kind, template, subject, **context):
                          lookup_url=lookup_link(order.email), **context)
 
 
-def resend_tickets(order_id):
+def resend_tickets(order_id, actor=None):
     """Queue the order's tickets email again (the back office, the order page and ``flask shop resend`` call this).
 
     Returns the outbox message's id. Raises :class:`TicketsNotSendable` for an unknown order
-    or one without valid tickets. Commits.
+    or one without valid tickets. Staff (``actor``, an :class:`~shop.services.audit.Actor`) are
+    written to the audit log in the same transaction. Commits.
     """
     with transaction():
         order = db.session.execute(
@@ -87,6 +89,8 @@ def resend_tickets(order_id):
             raise TicketsNotSendable(f"order {order_id} is {order.status}: it has no valid tickets to send")
         message = queue_order_confirmation(order, resend=True)
         message_id = message.id
+        if actor is not None:
+            record(actor, "order.resend", "order", order_id, note=f"outbox message {message_id}")
     logger.info("order %s: tickets queued again (outbox %s)", order_id, message_id)
     return message_id
 

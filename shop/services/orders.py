@@ -12,7 +12,7 @@ import secrets
 from sqlalchemy import or_, select, update
 
 from ..extensions import db
-from ..models import Admission, DiscountCode, TicketOrder, TicketType
+from ..models import Admission, DiscountCode, OrderHistory, TicketOrder, TicketType
 from ..models.base import utcnow
 from ..models.orders import TRANSITIONS, OrderStatus
 
@@ -74,8 +74,12 @@ def _discount_use_left():
                DiscountCode.used_count + DiscountCode.reserved_count < DiscountCode.max_uses)
 
 
-def change_status(order, new_status, cause):
+def change_status(order, new_status, cause, *, source="", actor_id=None):
     """Move a locked ``order`` to ``new_status`` and apply the move's effects; returns False if already there.
+
+    Every move is written to the order's history with its ``cause`` (which event, path,
+    sweeper or staff member), the ``source`` path it came through and the staff ``actor_id``
+    when a person caused it.
 
     Effects: leaving a held state releases the seats (and the discount reservation);
     entering ``paid`` counts the seats as sold, counts the discount as used and issues
@@ -102,8 +106,15 @@ def change_status(order, new_status, cause):
     elif old is OrderStatus.PAID:
         db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))
     order.status = new.value
+    record_history(order.id, old.value, new.value, cause, source=source, actor_id=actor_id)
     logger.info("order %s: %s → %s (%s)", order.id, old.value, new.value, cause)
     return True
+
+
+def record_history(order_id, from_status, to_status, cause, *, source="", actor_id=None):
+    """Add a line to an order's timeline (in the caller's transaction)."""
+    db.session.add(OrderHistory(order_id=order_id, from_status=from_status, to_status=to_status,
+                                cause=(cause or "")[:255], source=(source or "")[:32], actor_id=actor_id))
 
 
 def _move_held_counts(order, old, new, held):

@@ -1,41 +1,99 @@
 """Refunds: asked of the provider outside any lock, recorded only once the provider shows them.
 
 Each refund request carries an idempotency key, so running it twice (a retried event, the
-CLI and the console at once) refunds once.
+CLI and the console at once, a double click) refunds once: ``refund-order-<id>`` for a full
+refund, ``refund-order-<id>-<request>`` for a partial one, where ``<request>`` is made once per
+deliberate request (the console's form, a CLI run). The key is also stored (``refund_requests``,
+unique), so a provider without idempotency keys of its own (the sandbox) refunds once too.
 """
 import logging
+from decimal import Decimal, InvalidOperation
 
-from ..models import Outcome, OutcomeKind, OutcomeReason
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import Outcome, OutcomeKind, OutcomeReason, RefundRequest
 from ..models.orders import OrderStatus
-from ..payments import PaymentRefused, gateway
+from ..payments import PaymentRefused, PaymentUnavailable, gateway
+from .audit import CLI, record
 from .fulfilment import LATE_PAYMENT_REFUND_REASON, reconcile_order
 from .orders import flag_for_attention, lock_order
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
 
+CENT = Decimal("0.01")
+
 
 class RefundNotPossible(Exception):
-    """The order cannot be refunded (unknown, not paid); the message says why."""
+    """The order cannot be refunded (unknown, not paid, nothing that much left); the message says why."""
 
 
-def refund_order(order_id, reason, path="console"):
-    """Refund a paid order in full through the provider and record it once the provider shows it.
+class RefundAlreadyRequested(RefundNotPossible):
+    """This very request (its idempotency key) was made before: nothing is asked twice."""
 
-    Returns the :class:`Outcome` of the re-read. Raises RefundNotPossible, PaymentRefused or
-    PaymentUnavailable.
+
+def refund_key(order_id, request_key=None):
+    """The idempotency key of a refund: one per order in full, one per request for a partial refund."""
+    return f"refund-order-{order_id}" if request_key is None else f"refund-order-{order_id}-{request_key}"
+
+
+def _partial_amount(order, amount):
+    try:
+        amount = Decimal(str(amount))
+    except InvalidOperation:
+        raise RefundNotPossible(f"{amount!r} is not an amount like 5.00") from None
+    left = order.total_amount - order.refunded_amount
+    if not amount.is_finite() or amount != amount.quantize(CENT) or not CENT <= amount <= left:
+        raise RefundNotPossible(f"order {order.id}: a refund must be between 0.01 and the {left} not yet refunded")
+    return amount
+
+
+def refund_order(order_id, reason, path="console", *, amount=None, request_key=None, actor=CLI):
+    """Refund a paid order through the provider, in full or ``amount`` of it, and record it once the
+    provider shows it. A partial refund leaves the order paid and its tickets valid.
+
+    ``request_key`` names one deliberate partial refund (required with ``amount``). Returns the
+    :class:`Outcome` of the re-read. Raises RefundNotPossible (RefundAlreadyRequested for a
+    repeated request), PaymentRefused or PaymentUnavailable.
     """
+    if amount is not None and not request_key:
+        raise RefundNotPossible("a partial refund needs a request key of its own")
     with transaction():
         order = lock_order(order_id)
         if order is None:
             raise RefundNotPossible(f"order {order_id} does not exist")
         if order.state is not OrderStatus.PAID or not order.payment_ref:
             raise RefundNotPossible(f"order {order_id} is {order.status}; only paid orders can be refunded")
+        amount = None if amount is None else _partial_amount(order, amount)
         payment_ref = order.payment_ref
-    gateway().refund(payment_ref=payment_ref, order_id=order_id, amount=None, reason=reason,
-                     idempotency_key=f"refund-order-{order_id}")
-    logger.info("order %s: refund requested via %s", order_id, path)
-    return reconcile_order(order_id, path, refund_over_limit=False)
+    key = refund_key(order_id, None if amount is None else request_key)
+    _claim(key, order_id, amount, reason, actor)
+    try:
+        gateway().refund(payment_ref=payment_ref, order_id=order_id, amount=amount, reason=reason,
+                         idempotency_key=key)
+    except (PaymentRefused, PaymentUnavailable):
+        with transaction():  # not asked after all: the same request may be made again
+            db.session.execute(delete(RefundRequest).where(RefundRequest.idempotency_key == key))
+        raise
+    with transaction():
+        record(actor, "order.refund", "order", order_id, after={"amount": str(amount) if amount else "all",
+                                                                 "idempotency_key": key}, note=reason)
+    logger.info("order %s: refund of %s requested via %s by %s", order_id, amount or "everything", path, actor.label)
+    what = f"{amount} refund" if amount is not None else "refund"
+    return reconcile_order(order_id, path, refund_over_limit=False, actor_id=actor.user_id,
+                           cause=f"{what} requested by {actor.label} via {path}")
+
+
+def _claim(key, order_id, amount, reason, actor):
+    """Store the request under its key; RefundAlreadyRequested when that key was stored before."""
+    try:
+        with transaction():
+            db.session.add(RefundRequest(idempotency_key=key, order_id=order_id, amount=amount,
+                                         reason=(reason or "")[:255], requested_by=actor.user_id))
+    except IntegrityError:
+        raise RefundAlreadyRequested(f"order {order_id}: this refund was requested already") from None
 
 
 def refund_late_payment(order_id, payment_ref, path):

@@ -54,6 +54,29 @@ def sweep(path="sweeper", limit=50, stale_after=timedelta(minutes=5), recheck_ev
     return counts
 
 
+def unsettled_older_than(age, now=None):
+    """Ids of every pending or processing order created more than ``age`` ago, oldest first."""
+    cutoff = (now or utcnow()) - age
+    with transaction():
+        return db.session.execute(
+            select(TicketOrder.id).where(TicketOrder.status.in_(UNSETTLED), TicketOrder.created_at <= cutoff)
+            .order_by(TicketOrder.created_at, TicketOrder.id)).scalars().all()
+
+
+def resettle(order_ids, path="cli"):
+    """Ask the provider now about each order (however recently it was asked), yielding ``(order_id, Outcome)``.
+
+    For healing after an outage (``flask shop sweep --older-than``) instead of waiting for the
+    sweeper's schedule. Each order is marked as just checked, so the server's sweepers skip it
+    meanwhile; the state machine makes a sweeper asking at the same time harmless anyway.
+    PaymentUnavailable stops the run: the provider is down for every order alike.
+    """
+    for order_id in order_ids:
+        with transaction():
+            db.session.execute(update(TicketOrder).where(TicketOrder.id == order_id).values(checked_at=utcnow()))
+        yield order_id, _settle_one(order_id, path)
+
+
 def _settle_one(order_id, path):
     """Settle one claimed order; a bug in one order is logged and never stops the others."""
     try:
@@ -73,7 +96,7 @@ def settle_order(order_id, path):
         checkout_ref, ended = order.checkout_ref, hold_ended(order)
     if checkout_ref is None:
         if ended:
-            return _release_without_checkout(order_id)
+            return _release_without_checkout(order_id, path)
         return Outcome(OutcomeKind.UNCHANGED, OutcomeReason.STILL_OPEN)
     if ended:
         gateway().close_checkout(checkout_ref)
@@ -84,7 +107,7 @@ def settle_order(order_id, path):
     return outcome
 
 
-def _release_without_checkout(order_id):
+def _release_without_checkout(order_id, path):
     """The checkout was never opened (the process died between the hold and the provider's answer).
 
     Nothing can be paid without a checkout reference we never handed out; should one still
@@ -94,5 +117,5 @@ def _release_without_checkout(order_id):
         order = lock_order(order_id)
         if order.state is not OrderStatus.PENDING or order.checkout_ref is not None or not hold_ended(order):
             return Outcome(OutcomeKind.UNCHANGED, OutcomeReason.ALREADY, order.state)
-        change_status(order, OrderStatus.EXPIRED, "hold ended and no checkout was ever opened")
+        change_status(order, OrderStatus.EXPIRED, "hold ended and no checkout was ever opened", source=path)
     return Outcome(OutcomeKind.APPLIED, OutcomeReason.RELEASED, OrderStatus.EXPIRED)

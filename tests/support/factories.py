@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import update
 
 from shop.extensions import db
-from shop.models import DiscountCode, Event, TicketOrder, TicketType, User
+from shop.models import DiscountCode, Event, EventStatus, TicketOrder, TicketType, User
 from shop.models.base import utcnow
 from shop.models.orders import OrderStatus
 from shop.services.checkout import CheckoutRequest, ReturnUrls, start_checkout
@@ -26,8 +26,10 @@ class Factories:
         self._seq = itertools.count(1)
 
     def event(self, **kw):
+        """A published event (on sale) unless ``status="draft"``."""
         event = Event(title=kw.pop("title", f"Event {next(self._seq)}"), venue=kw.pop("venue", "Hall"),
-                      starts_at=kw.pop("starts_at", utcnow() + timedelta(days=30)), **kw)
+                      starts_at=kw.pop("starts_at", utcnow() + timedelta(days=30)),
+                      status=kw.pop("status", EventStatus.PUBLISHED.value), **kw)
         db.session.add(event)
         db.session.commit()
         return event
@@ -48,8 +50,9 @@ class Factories:
         db.session.commit()
         return discount
 
-    def user(self, email=None, password=PASSWORD):
-        user = User(email=email or f"buyer{next(self._seq)}@example.com")
+    def user(self, email=None, password=PASSWORD, role=None):
+        """A buyer, or staff with ``role="admin"`` or ``"door"``."""
+        user = User(email=email or f"buyer{next(self._seq)}@example.com", role=role)
         user.set_password(password)
         db.session.add(user)
         db.session.commit()
