@@ -32,7 +32,8 @@ from ..services import events as catalog
 from ..services.audit import Actor, entries, record
 from ..services.checkin import ScanResult, check_in, checkin_counts, undo_check_in, void_admission
 from ..services.exports import attendees_csv, orders_csv
-from ..services.mail import TicketsNotSendable, resend_tickets
+from ..services.mail import TicketsNotSendable
+from ..services.mail import resend_tickets as queue_tickets_again
 from ..services.refunds import RefundNotPossible, refund_order
 from ..services.staff import user_for_token
 from ..services.transactions import transaction
@@ -332,7 +333,7 @@ def resend_tickets(order_id):
         abort(404)
     if ConfirmForm().validate_on_submit():
         try:
-            message_id = resend_tickets(order_id, _actor())
+            message_id = queue_tickets_again(order_id, _actor())
         except TicketsNotSendable as exc:
             flash(f"Nothing was sent: {exc}.")
         else:
