@@ -1,7 +1,7 @@
 """Drafts, sales windows and hidden ticket types, and the rules every edit keeps (console and service alike)."""
 import re
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -228,3 +228,27 @@ def test_the_console_shows_a_capacity_refusal_on_the_field(form_client, staff, m
 
     assert response.status_code == 400
     assert "the capacity cannot be below the 3 seat(s) sold or held" in response.get_data(as_text=True)
+
+
+def test_the_console_takes_and_shows_an_events_local_time(form_client, staff, reload):
+    staff.login("admin")
+    created = form_client.post("/console/events/new", data={
+        "title": "Berlin gig", "venue": "SO36", "starts_at": "2030-03-01T19:30", "timezone": "Europe/Berlin"})
+    assert created.status_code == 302, created.get_data(as_text=True)
+    event = db.session.query(Event).filter_by(title="Berlin gig").one()
+    assert (event.timezone, event.starts_at) == ("Europe/Berlin", datetime(2030, 3, 1, 18, 30))
+
+    form = form_client.get(f"/console/events/{event.id}/edit").get_data(as_text=True)
+    assert 'value="2030-03-01T19:30"' in form  # shown as it was typed, not in UTC
+    saved = form_client.post(f"/console/events/{event.id}/edit", data={
+        "title": "Berlin gig", "venue": "SO36", "starts_at": "2030-03-01T19:30", "timezone": ""})
+    assert saved.status_code == 302 and reload(event).starts_at == datetime(2030, 3, 1, 18, 30)  # saved unchanged
+    assert "Fri 01 Mar 2030, 19:30 CET" in form_client.get(f"/console/events/{event.id}").get_data(as_text=True)
+
+
+def test_the_console_refuses_an_unknown_time_zone(form_client, staff):
+    staff.login("admin")
+    answer = form_client.post("/console/events/new", data={
+        "title": "Nowhere", "venue": "Hall", "starts_at": "2030-03-01T19:30", "timezone": "Mars/Olympus"})
+    assert answer.status_code == 400 and "IANA time zone" in answer.get_data(as_text=True)
+    assert db.session.query(Event).filter_by(title="Nowhere").count() == 0

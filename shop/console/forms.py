@@ -1,5 +1,7 @@
 """The console's forms (Flask-WTF, CSRF on every post). Times are typed as ISO 8601, as the CLI takes them:
-with an offset (``2027-03-01T19:30+01:00``) or without one, meaning UTC."""
+with an offset (``2027-03-01T19:30+01:00``), or without one, meaning the event's local time."""
+from datetime import datetime
+
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -16,11 +18,11 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..services.events import CatalogError, parse_when
 
-
-class UtcDateTimeField(StringField):
-    """An ISO 8601 date and time, stored as naive UTC (``data`` is a datetime or None)."""
+class LocalDateTimeField(StringField):
+    """An ISO 8601 date and time as typed (``data``: a datetime or None): without an offset it is local to
+    the event's zone. The route turns it into stored time (naive UTC) with ``shop.timezones.to_utc``, and
+    fills it with local time (``to_local``) when it shows a stored one."""
 
     def _value(self):
         if self.raw_data:
@@ -32,16 +34,19 @@ class UtcDateTimeField(StringField):
         self.data = None
         if text:
             try:
-                self.data = parse_when(text)
-            except CatalogError as exc:
-                raise ValueError(exc.message) from None
+                self.data = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{text!r} is not an ISO 8601 date and time, e.g. 2027-03-01T19:30 or "
+                                 "2027-03-01T19:30+01:00") from None
 
 
 class EventForm(FlaskForm):
     title = StringField("Title", validators=[InputRequired(), Length(max=200)])
     venue = StringField("Venue", validators=[InputRequired(), Length(max=200)])
-    starts_at = UtcDateTimeField("Starts at (ISO 8601; UTC unless an offset is given)",
-                                 validators=[InputRequired("Say when the event starts.")])
+    starts_at = LocalDateTimeField("Starts at (ISO 8601, local time unless an offset is given)",
+                                   validators=[InputRequired("Say when the event starts.")])
+    timezone = StringField("Time zone (IANA, e.g. Europe/Berlin; empty: the shop's)",
+                           validators=[Optional(), Length(max=64)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=10000)])
 
 
@@ -51,8 +56,8 @@ class TicketTypeForm(FlaskForm):
                                                         NumberRange(min=0)])
     capacity = IntegerField("Capacity", validators=[InputRequired("Give the number of seats."),
                                                     NumberRange(min=0, max=1_000_000)])
-    on_sale_from = UtcDateTimeField("On sale from (empty: now)")
-    on_sale_until = UtcDateTimeField("On sale until (empty: until the event starts)")
+    on_sale_from = LocalDateTimeField("On sale from (the event's local time; empty: now)")
+    on_sale_until = LocalDateTimeField("On sale until (the event's local time; empty: until the event starts)")
     hidden = BooleanField("Hidden from the public")
 
 
@@ -63,8 +68,8 @@ class DiscountForm(FlaskForm):
     value = StringField("Percent or amount off", validators=[InputRequired(), Length(max=20)])
     max_uses = IntegerField("Most uses (empty: no limit)", validators=[Optional(), NumberRange(min=1)])
     event_id = SelectField("For event", coerce=int, default=0)
-    valid_from = UtcDateTimeField("Valid from (empty: now)")
-    valid_until = UtcDateTimeField("Valid until (empty: always)")
+    valid_from = LocalDateTimeField("Valid from (the shop's time zone; empty: now)")
+    valid_until = LocalDateTimeField("Valid until (the shop's time zone; empty: always)")
 
 
 class RefundForm(FlaskForm):

@@ -37,6 +37,7 @@ from ..services.mail import resend_tickets as queue_tickets_again
 from ..services.refunds import RefundNotPossible, refund_order
 from ..services.staff import user_for_token
 from ..services.transactions import transaction
+from ..timezones import to_local, to_utc
 from . import bp
 from .charts import sales_chart
 from .forms import CheckinForm, ConfirmForm, DiscountForm, EventForm, RefundForm, ResolveForm, TicketTypeForm
@@ -102,7 +103,9 @@ def new_event():
     form = EventForm()
     if form.validate_on_submit():
         try:
-            event = catalog.create_event(title=form.title.data, venue=form.venue.data, starts_at=form.starts_at.data,
+            zone = catalog.zone_name(form.timezone.data)
+            event = catalog.create_event(title=form.title.data, venue=form.venue.data, timezone=zone,
+                                         starts_at=to_utc(form.starts_at.data, zone),
                                          description=form.description.data, actor=_actor())
         except catalog.CatalogError as error:
             _apply_error(form, error)
@@ -127,9 +130,13 @@ def event(event_id):
 def edit_event(event_id):
     event = _event_or_404(event_id)
     form = EventForm(obj=event)
+    if request.method == "GET":
+        form.starts_at.data = _local(event.starts_at, event.timezone)
     if form.validate_on_submit():
         try:
-            catalog.update_event(event_id, title=form.title.data, venue=form.venue.data, starts_at=form.starts_at.data,
+            zone = catalog.zone_name(form.timezone.data or event.timezone)
+            catalog.update_event(event_id, title=form.title.data, venue=form.venue.data, timezone=zone,
+                                 starts_at=to_utc(form.starts_at.data, zone),
                                  description=form.description.data, actor=_actor())
         except catalog.CatalogError as error:
             _apply_error(form, error)
@@ -166,7 +173,7 @@ def new_ticket_type(event_id):
     form = TicketTypeForm()
     if form.validate_on_submit():
         try:
-            catalog.add_ticket_type(event_id, actor=_actor(), **_ticket_values(form))
+            catalog.add_ticket_type(event_id, actor=_actor(), **_ticket_values(form, event.timezone))
         except catalog.CatalogError as error:
             _apply_error(form, error)
         else:
@@ -176,10 +183,20 @@ def new_ticket_type(event_id):
         400 if form.errors else 200
 
 
-def _ticket_values(form):
+def _ticket_values(form, zone):
     return {"name": form.name.data, "price": form.price.data, "capacity": form.capacity.data,
-            "on_sale_from": form.on_sale_from.data, "on_sale_until": form.on_sale_until.data,
+            "on_sale_from": _utc(form.on_sale_from.data, zone), "on_sale_until": _utc(form.on_sale_until.data, zone),
             "hidden": form.hidden.data}
+
+
+def _utc(value, zone):
+    """A time as typed in ``zone`` (or with its own offset) as stored: naive UTC; None stays None."""
+    return to_utc(value, zone) if value is not None else None
+
+
+def _local(value, zone):
+    """A stored time as the form shows it: naive, in ``zone``."""
+    return to_local(value, zone).replace(tzinfo=None) if value is not None else None
 
 
 @bp.route("/tickets/<int:ticket_id>/edit", methods=["GET", "POST"])
@@ -187,9 +204,13 @@ def _ticket_values(form):
 def edit_ticket_type(ticket_id):
     ticket = _found(catalog.get_ticket_type, ticket_id)
     form = TicketTypeForm(obj=ticket)
+    zone = ticket.event.timezone
+    if request.method == "GET":
+        form.on_sale_from.data = _local(ticket.on_sale_from, zone)
+        form.on_sale_until.data = _local(ticket.on_sale_until, zone)
     if form.validate_on_submit():
         try:
-            catalog.update_ticket_type(ticket_id, actor=_actor(), **_ticket_values(form))
+            catalog.update_ticket_type(ticket_id, actor=_actor(), **_ticket_values(form, zone))
         except catalog.CatalogError as error:
             _apply_error(form, error)
         else:
@@ -224,7 +245,8 @@ def _discount_values(form):
     else:
         kind = {"percent_off": None, "amount_off": catalog.money_value(value, "value")}
     return {**kind, "max_uses": form.max_uses.data, "event_id": form.event_id.data or None,
-            "valid_from": form.valid_from.data, "valid_until": form.valid_until.data}
+            "valid_from": _utc(form.valid_from.data, current_app.config["SHOP_TIMEZONE"]),
+            "valid_until": _utc(form.valid_until.data, current_app.config["SHOP_TIMEZONE"])}
 
 
 @bp.route("/discounts/new", methods=["GET", "POST"])
@@ -251,6 +273,9 @@ def edit_discount(discount_id):
         "value": str(discount.percent_off if discount.percent_off is not None else discount.amount_off),
         "event_id": discount.event_id or 0})
     form.code.data = discount.code  # the code itself never changes: orders and printed flyers name it
+    if request.method == "GET":
+        form.valid_from.data = _local(discount.valid_from, current_app.config["SHOP_TIMEZONE"])
+        form.valid_until.data = _local(discount.valid_until, current_app.config["SHOP_TIMEZONE"])
     if form.validate_on_submit():
         try:
             catalog.update_discount(discount_id, actor=_actor(), **_discount_values(form))
@@ -415,9 +440,12 @@ def door(view):
     return csrf.exempt(private_page(guarded))
 
 
-def scan_message(scan):
-    """What the door is told, in one line."""
-    at = f"{scan.checked_in_at:%H:%M} UTC" if scan.checked_in_at else ""
+def scan_message(scan, zone):
+    """What the door is told, in one line; a time in the event's zone (``zone``)."""
+    at = ""
+    if scan.checked_in_at:
+        local = to_local(scan.checked_in_at, zone)
+        at = f"{local:%H:%M} {local.tzname()}"
     return {
         ScanResult.OK: f"Valid: checked in. {scan.ticket_type}",
         ScanResult.ALREADY_CHECKED_IN: f"Already checked in at {at}" + (f" by {scan.checked_in_by}"
@@ -445,10 +473,11 @@ def checkin(event, actor):
             return redirect(url_for(".checkin", event_id=event.id), code=303)
         scan = check_in(event.id, text, actor)
     checked_in, expected = checkin_counts(event.id)
+    message = scan and scan_message(scan, event.timezone)
     if request.is_json:
-        return jsonify(scan.as_json() | {"message": scan_message(scan), "checked_in": checked_in,
+        return jsonify(scan.as_json() | {"message": message, "checked_in": checked_in,
                                          "expected": expected}), scan.result.http_status
-    return render_template("console/checkin.html", event=event, scan=scan, message=scan and scan_message(scan),
+    return render_template("console/checkin.html", event=event, scan=scan, message=message,
                            form=CheckinForm(formdata=None), checked_in=checked_in, expected=expected), \
         scan.result.http_status if scan else 200
 
