@@ -1,6 +1,7 @@
 """``flask --app wsgi shop …``: the organizer's and operator's commands, calling the same services as the console."""
 import re
 import sys
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -16,6 +17,7 @@ from .models import DiscountCode, Event, EventStatus, StaffRole, TicketOrder
 from .models.base import utcnow
 from .ops.aws_setup import DEFAULT_QUEUE, DEFAULT_RULE, AwsSetupError, provision
 from .ops.doctor import FAIL, run_checks
+from .ops.scale import ScaleError, Volume, fill_scale, prune_event_payloads
 from .payments import PaymentRefused, PaymentUnavailable
 from .services import events, staff
 from .services.mail import TicketsNotSendable, resend_tickets
@@ -419,3 +421,40 @@ def doctor(event_source, event_bus):
         click.echo(check.line())
     if any(check.status == FAIL for check in checks):
         raise SystemExit(1)
+
+
+@shop_cli.command("fill-scale")
+@click.option("--events", default=Volume.events, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--orders", default=Volume.orders, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option("--admissions-per-order", default=Volume.admissions_per_order, show_default=True,
+              type=click.IntRange(1, 10))
+@click.option("--stored-events", default=Volume.stored_events, show_default=True, type=click.IntRange(0, 100_000_000))
+@click.option("--big-buyer-orders", default=Volume.big_buyer_orders, show_default=True,
+              type=click.IntRange(0, 100_000))
+def fill_scale_command(events, orders, admissions_per_order, stored_events, big_buyer_orders):
+    """Add years of volume (events, orders, admissions, stored events, one big buyer) to a MariaDB database
+    of its own, for measuring the shop at scale. Never on a live shop."""
+    if big_buyer_orders > orders:
+        raise click.BadParameter("cannot exceed --orders", param_hint="--big-buyer-orders")
+    volume = Volume(events=events, orders=orders, admissions_per_order=admissions_per_order,
+                    stored_events=stored_events, big_buyer_orders=big_buyer_orders)
+    started = time.monotonic()
+    try:
+        added = fill_scale(volume, progress=lambda step: click.echo(f"Adding {step}…", err=True))
+    except ScaleError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(", ".join(f"{n} {table}" for table, n in added.items())
+               + f" added in {time.monotonic() - started:.0f} s; the big buyer is {volume.big_buyer_email} "
+               f"(password {volume.big_buyer_password})")
+
+
+@shop_cli.command("prune-events")
+@click.option("--older-than", callback=_duration, metavar="DURATION", required=True,
+              help="Drop the payloads of processed events received longer ago than this (e.g. 90d; at least 4d).")
+def prune_events(older_than):
+    """Drop old processed events' payloads; their ids stay, so a late redelivery is still a duplicate."""
+    try:
+        pruned = prune_event_payloads(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    click.echo(f"Dropped the payloads of {pruned} processed events; their ids stay.")

@@ -3,8 +3,10 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
+from ..errors import error_response
 from ..models import OrderStatus
 from ..models.base import utcnow
+from ..paging import BAD_PAGE, page_number
 from ..security import private_page, rate_limit
 from ..services.accounts import (
     EmailTaken,
@@ -102,8 +104,13 @@ def logout():
 @private_page
 @login_required
 def profile():
-    upcoming, past = group_by_event(orders_of(current_user))
-    return render_template("account/profile.html", upcoming=upcoming, past=past, now=utcnow())
+    page = page_number()
+    if page is None:
+        return error_response(400, BAD_PAGE)
+    orders, has_next = orders_of(current_user, page)
+    upcoming, past = group_by_event(orders)
+    return render_template("account/profile.html", upcoming=upcoming, past=past, now=utcnow(), page=page,
+                           has_next=has_next)
 
 
 def _own_order_or_404(order_id):

@@ -1,7 +1,9 @@
 from flask import abort, render_template
 from flask_login import current_user
 
+from ..errors import error_response
 from ..models.base import utcnow
+from ..paging import BAD_PAGE, page_number
 from ..services.catalog import upcoming_events, visible_event
 from . import bp
 from .forms import CheckoutForm
@@ -9,7 +11,11 @@ from .forms import CheckoutForm
 
 @bp.get("/")
 def index():
-    return render_template("catalog/index.html", events=upcoming_events())
+    page = page_number()
+    if page is None:
+        return error_response(400, BAD_PAGE)
+    events, has_next = upcoming_events(page)
+    return render_template("catalog/index.html", events=events, page=page, has_next=has_next)
 
 
 @bp.get("/events/<int:event_id>")

@@ -72,7 +72,8 @@ class PaymentEvent(db.Model):
     the path that first brought it, ``processed_by`` the one whose processing committed.
     """
     __tablename__ = "stripe_events"
-    __table_args__ = (Index("ix_stripe_events_outcome", "outcome_reason", "received_at"),)
+    __table_args__ = (Index("ix_stripe_events_outcome", "outcome_reason", "received_at"),
+                      Index("ix_stripe_events_processed", "processed_at", "received_at"))
 
     id = db.Column(db.String(255), primary_key=True)
     type = db.Column(db.String(100), nullable=False)

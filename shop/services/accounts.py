@@ -130,13 +130,18 @@ def change_password(user, new_password):
     logger.info("user %s: password changed, older sessions ended", user.id)
 
 
-def orders_of(user):
-    """A buyer's orders (:func:`owned_by`), newest first, with event, ticket type and admissions (two indexed
-    queries)."""
-    return db.session.execute(
+ORDERS_PER_PAGE = 50
+
+
+def orders_of(user, page=1, per_page=ORDERS_PER_PAGE):
+    """``(orders, has_next)``: one page of a buyer's orders (:func:`owned_by`), newest first, with event, ticket
+    type and admissions (two indexed queries: the buyer's rows by user and by email, never the whole table)."""
+    orders = db.session.execute(
         select(TicketOrder).where(owned_by(user))
         .options(joinedload(TicketOrder.event), joinedload(TicketOrder.ticket), selectinload(TicketOrder.admissions))
-        .order_by(TicketOrder.created_at.desc(), TicketOrder.id.desc())).unique().scalars().all()
+        .order_by(TicketOrder.created_at.desc(), TicketOrder.id.desc())
+        .limit(per_page + 1).offset((page - 1) * per_page)).unique().scalars().all()
+    return orders[:per_page], len(orders) > per_page
 
 
 def order_of(user, order_id):

@@ -10,18 +10,24 @@ from ..extensions import db
 from ..models import Event, EventStatus, TicketType
 from ..models.base import utcnow
 
+EVENTS_PER_PAGE = 20
 
-def upcoming_events():
-    """Published events that have not started yet, soonest first, each with the lowest price and seats left
-    of its visible ticket types (one query)."""
+
+def upcoming_events(page=1, per_page=EVENTS_PER_PAGE):
+    """``(rows, has_next)``: one page of published events that have not started yet, soonest first, each row
+    ``(event, lowest price, seats left)`` over its visible ticket types (one query).
+
+    The page is a range of the (status, starts_at) index, so the years of past events never come into it.
+    """
     visible = and_(TicketType.event_id == Event.id, TicketType.hidden == false())
     rows = db.session.execute(
         select(Event, func.min(TicketType.price),
                func.sum(TicketType.capacity - TicketType.sold_quantity - TicketType.held_quantity))
         .outerjoin(TicketType, visible)
         .where(Event.status == EventStatus.PUBLISHED.value, Event.starts_at > utcnow())
-        .group_by(Event.id).order_by(Event.starts_at, Event.id)).all()
-    return [(event, price, max(0, int(left or 0))) for event, price, left in rows]
+        .group_by(Event.id).order_by(Event.starts_at, Event.id)
+        .limit(per_page + 1).offset((page - 1) * per_page)).all()
+    return [(event, price, max(0, int(left or 0))) for event, price, left in rows[:per_page]], len(rows) > per_page
 
 
 def event_with_tickets(event_id):
