@@ -9,7 +9,7 @@ from decimal import Decimal
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from .delivery.sqs_poller import poll_until_signalled
 from .extensions import db
@@ -373,7 +373,7 @@ def create_api_token(email):
 @shop_cli.command("attention")
 def attention():
     """List the orders that need the organizer's attention, with why."""
-    orders = db.session.execute(select(TicketOrder).where(TicketOrder.needs_attention.is_(True))
+    orders = db.session.execute(select(TicketOrder).where(TicketOrder.needs_attention == true())
                                 .order_by(TicketOrder.updated_at.desc())).unique().scalars().all()
     for order in orders:
         click.echo(f"order {order.id} ({order.status}, {order.email}, {order.quantity} × {order.ticket.name}, "

@@ -62,7 +62,7 @@ class TicketOrder(db.Model):
     __table_args__ = (
         Index("ix_ticket_orders_user_created", "user_id", "created_at"),
         Index("ix_ticket_orders_status_hold", "status", "hold_expires_at"),
-        Index("ix_ticket_orders_paid_at", "paid_at"),
+        Index("ix_ticket_orders_paid", "paid_at", "status", "quantity"),  # sales per day, index only
         # The pending caps count a buyer's and an address's live holds (services/checkout.py).
         Index("ix_ticket_orders_email_status", "email", "status", "hold_expires_at"),
         Index("ix_ticket_orders_ip_status", "client_ip", "status", "hold_expires_at"),

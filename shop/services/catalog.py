@@ -3,7 +3,7 @@
 The public sees published events and their ticket types that are not hidden; staff also see
 drafts (a preview) and hidden ticket types.
 """
-from sqlalchemy import and_, false, func, select
+from sqlalchemy import false, func, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
@@ -15,19 +15,22 @@ EVENTS_PER_PAGE = 20
 
 def upcoming_events(page=1, per_page=EVENTS_PER_PAGE):
     """``(rows, has_next)``: one page of published events that have not started yet, soonest first, each row
-    ``(event, lowest price, seats left)`` over its visible ticket types (one query).
+    ``(event, lowest price, seats left)`` over its visible ticket types (two queries).
 
-    The page is a range of the (status, starts_at) index, so the years of past events never come into it.
+    The page is a range of the (status, starts_at) index, and only its events' ticket types are summed:
+    neither the years of past events nor the upcoming ones on later pages come into it.
     """
-    visible = and_(TicketType.event_id == Event.id, TicketType.hidden == false())
-    rows = db.session.execute(
-        select(Event, func.min(TicketType.price),
+    events = db.session.execute(
+        select(Event).where(Event.status == EventStatus.PUBLISHED.value, Event.starts_at > utcnow())
+        .order_by(Event.starts_at, Event.id).limit(per_page + 1).offset((page - 1) * per_page)).scalars().all()
+    shown = events[:per_page]
+    totals = {event_id: (price, left) for event_id, price, left in db.session.execute(
+        select(TicketType.event_id, func.min(TicketType.price),
                func.sum(TicketType.capacity - TicketType.sold_quantity - TicketType.held_quantity))
-        .outerjoin(TicketType, visible)
-        .where(Event.status == EventStatus.PUBLISHED.value, Event.starts_at > utcnow())
-        .group_by(Event.id).order_by(Event.starts_at, Event.id)
-        .limit(per_page + 1).offset((page - 1) * per_page)).all()
-    return [(event, price, max(0, int(left or 0))) for event, price, left in rows[:per_page]], len(rows) > per_page
+        .where(TicketType.event_id.in_([e.id for e in shown]), TicketType.hidden == false())
+        .group_by(TicketType.event_id))} if shown else {}
+    rows = [(event, *totals.get(event.id, (None, 0))) for event in shown]
+    return [(event, price, max(0, int(left or 0))) for event, price, left in rows], len(events) > per_page
 
 
 def event_with_tickets(event_id):

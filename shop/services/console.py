@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import false, func, or_, select, update
+from sqlalchemy import false, func, or_, select, true, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from ..extensions import db
@@ -133,7 +133,7 @@ def sales_by_day(event_id=None, days=30, today=None):
 def attention_list(limit=100):
     """Orders on the attention list, latest change first, with event and ticket type."""
     return db.session.execute(
-        select(TicketOrder).where(TicketOrder.needs_attention.is_(True))
+        select(TicketOrder).where(TicketOrder.needs_attention == true())
         .options(joinedload(TicketOrder.event), joinedload(TicketOrder.ticket))
         .order_by(TicketOrder.updated_at.desc(), TicketOrder.id.desc()).limit(limit)).scalars().all()
 
@@ -142,9 +142,9 @@ def resolve_attention(order_id, note, actor):
     """Take an order off the attention list with what was done (audited); True if it was on it."""
     with transaction():
         reason = db.session.execute(select(TicketOrder.attention_reason).where(
-            TicketOrder.id == order_id, TicketOrder.needs_attention.is_(True))).scalar_one_or_none()
+            TicketOrder.id == order_id, TicketOrder.needs_attention == true())).scalar_one_or_none()
         resolved = reason is not None and db.session.execute(
-            update(TicketOrder).where(TicketOrder.id == order_id, TicketOrder.needs_attention.is_(True))
+            update(TicketOrder).where(TicketOrder.id == order_id, TicketOrder.needs_attention == true())
             .values(needs_attention=False)).rowcount == 1
         if resolved:
             record(actor, "attention.resolve", "order", order_id, before={"needs_attention": True},
