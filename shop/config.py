@@ -399,6 +399,8 @@ def _engine_options(database_url, env):
     # READ COMMITTED (Django's choice on MySQL too): every statement sees the latest commits, and an
     # UPDATE whose WHERE does not match releases the row at once instead of holding it to the end of
     # the transaction. Correctness never rests on snapshots here: row locks and conditional UPDATEs decide.
-    # Pool: one connection per request thread (gunicorn's 8 by default) plus the poller and the sweeper.
+    # Pool: one connection per request thread (GUNICORN_THREADS, gunicorn.conf.py's 8 by default) plus the
+    # poller, the sweeper and the mail sender, so raising the threads never leaves a request waiting for one.
+    threads = _int(env, "GUNICORN_THREADS", 8, 1, 1000)
     return {"pool_pre_ping": True, "pool_recycle": 3600, "isolation_level": "READ COMMITTED",
-            "pool_size": 10, "max_overflow": 5, "connect_args": connect_args}
+            "pool_size": threads + 3, "max_overflow": 5, "connect_args": connect_args}

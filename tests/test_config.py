@@ -157,6 +157,13 @@ def test_database_client_timeouts_and_a_lock_wait_below_the_read_timeout(tmp_pat
     assert options["pool_pre_ping"] is True and options["isolation_level"] == "READ COMMITTED"
 
 
+def test_the_database_pool_has_a_connection_for_every_request_thread_and_the_background_ones(tmp_path):
+    default = load_config(PRODUCTION, instance_path=tmp_path)["SQLALCHEMY_ENGINE_OPTIONS"]
+    more = load_config({**PRODUCTION, "GUNICORN_THREADS": "32"}, instance_path=tmp_path)["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert default["pool_size"] == 8 + 3 and more["pool_size"] == 32 + 3
+    assert "GUNICORN_THREADS must be a whole number" in refusal({**PRODUCTION, "GUNICORN_THREADS": "many"}, tmp_path)
+
+
 def test_connections_carry_the_lock_wait_timeout(app):
     """The init_command runs on every new connection to MariaDB (the tests' database runs with the defaults)."""
     with app.app_context(), db.engine.connect() as conn:
