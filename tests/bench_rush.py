@@ -123,7 +123,7 @@ def run(args, env):
     runner = app.test_cli_runner()
     runner.invoke(args=["shop", "create-event", "--title", "Bench", "--venue", "Hall",
                         "--starts-at", "2099-01-01T20:00", "--publish"])
-    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Unlimited", "--price", "10.00", "--capacity", "10000000"])
+    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Unlimited", "--price", "10.00", "--capacity", "1000000"])
     runner.invoke(args=["shop", "add-ticket", "1", "--name", "Rush", "--price", "10.00",
                         "--capacity", str(args.capacity)])
 
