@@ -153,6 +153,33 @@ def edit_ticket(ticket_id, name, price, capacity, on_sale_from, on_sale_until, h
                + (", hidden" if ticket.hidden else ""))
 
 
+@shop_cli.command("add-quota")
+@click.argument("event_id", type=int)
+@click.option("--name", required=True, help='e.g. "floor"')
+@click.option("--capacity", required=True, type=click.IntRange(min=0))
+@click.option("--ticket", "ticket_ids", type=int, multiple=True,
+              help="A ticket type it spans (repeat the option); none: all of the event's types, an event-wide capacity")
+def add_quota(event_id, name, capacity, ticket_ids):
+    """Add a limit shared by several ticket types of an event ("floor: 300" over two types)."""
+    quota = _catalog(events.create_quota, event_id, name=name, capacity=capacity,
+                     ticket_ids=list(ticket_ids) or None)
+    click.echo(f"Added quota {quota.id} to event {event_id}: {quota.name}, {quota.capacity} seats over ticket "
+               f"types {', '.join(str(t.id) for t in quota.ticket_types)} ({quota.sold_quantity} sold, "
+               f"{quota.held_quantity} held)")
+
+
+@shop_cli.command("edit-quota")
+@click.argument("quota_id", type=int)
+@click.option("--name")
+@click.option("--capacity", type=click.IntRange(min=0), help="never below what is sold plus held")
+def edit_quota(quota_id, name, capacity):
+    """Rename a quota or change its capacity."""
+    if name is None and capacity is None:
+        raise click.UsageError("Give at least one change.")
+    quota = _catalog(events.update_quota, quota_id, name=name, capacity=capacity)
+    click.echo(f"Saved quota {quota.id}: {quota.name}, {quota.capacity} seats")
+
+
 @shop_cli.command("create-discount")
 @click.argument("code")
 @click.option("--percent-off", type=click.IntRange(1, 100))
@@ -374,7 +401,7 @@ def attention():
     orders = db.session.execute(select(TicketOrder).where(TicketOrder.needs_attention.is_(True))
                                 .order_by(TicketOrder.updated_at.desc())).unique().scalars().all()
     for order in orders:
-        click.echo(f"order {order.id} ({order.status}, {order.email}, {order.quantity} × {order.ticket.name}, "
+        click.echo(f"order {order.id} ({order.status}, {order.email}, {order.summary}, "
                    f"{order.total_amount} {order.currency.upper()}): {order.attention_reason}")
     if not orders:
         click.echo("No order needs attention.")

@@ -61,6 +61,15 @@ class TicketTypeForm(FlaskForm):
     hidden = BooleanField("Hidden from the public")
 
 
+class QuotaForm(FlaskForm):
+    """A limit shared by ticket types; which types it spans is chosen when it is made and fixed after."""
+    name = StringField("Name", validators=[InputRequired(), Length(max=120)])
+    capacity = IntegerField("Capacity", validators=[InputRequired("Give the number of seats."),
+                                                    NumberRange(min=0, max=1_000_000)])
+    ticket_ids = SelectMultipleField("Ticket types it spans (none: all of them, an event-wide capacity)", coerce=int,
+                                     choices=[], widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
+
+
 class DiscountForm(FlaskForm):
     code = StringField("Code", validators=[InputRequired(), Length(max=64)])
     kind = RadioField("Kind", choices=[SelectChoice("percent", "Percent off"),

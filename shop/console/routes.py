@@ -40,7 +40,16 @@ from ..services.transactions import transaction
 from ..timezones import to_local, to_utc
 from . import bp
 from .charts import sales_chart
-from .forms import CheckinForm, ConfirmForm, DiscountForm, EventForm, RefundForm, ResolveForm, TicketTypeForm
+from .forms import (
+    CheckinForm,
+    ConfirmForm,
+    DiscountForm,
+    EventForm,
+    QuotaForm,
+    RefundForm,
+    ResolveForm,
+    TicketTypeForm,
+)
 
 
 def staff_only(*roles):
@@ -217,6 +226,45 @@ def edit_ticket_type(ticket_id):
             flash(f"Saved {form.name.data}.")
             return redirect(url_for(".event", event_id=ticket.event_id))
     return render_template("console/ticket_form.html", form=form, event=ticket.event, ticket=ticket), \
+        400 if form.errors else 200
+
+
+# Quotas: capacity shared by ticket types -------------------------------------------------------------
+
+@bp.route("/events/<int:event_id>/quotas/new", methods=["GET", "POST"])
+@admin_only
+def new_quota(event_id):
+    event = _event_or_404(event_id)
+    form = QuotaForm()
+    form.ticket_ids.choices = [(t.id, t.name) for t in event.ticket_types]
+    if form.validate_on_submit():
+        try:
+            catalog.create_quota(event_id, name=form.name.data, capacity=form.capacity.data,
+                                 ticket_ids=form.ticket_ids.data or None, actor=_actor())
+        except catalog.CatalogError as error:
+            _apply_error(form, error)
+        else:
+            flash(f"Added the quota {form.name.data}.")
+            return redirect(url_for(".event", event_id=event_id))
+    return render_template("console/quota_form.html", form=form, event=event, quota=None), \
+        400 if form.errors else 200
+
+
+@bp.route("/quotas/<int:quota_id>/edit", methods=["GET", "POST"])
+@admin_only
+def edit_quota(quota_id):
+    quota = _found(catalog.get_quota, quota_id)
+    form = QuotaForm(obj=quota)
+    del form.ticket_ids  # fixed when the quota was made
+    if form.validate_on_submit():
+        try:
+            catalog.update_quota(quota_id, name=form.name.data, capacity=form.capacity.data, actor=_actor())
+        except catalog.CatalogError as error:
+            _apply_error(form, error)
+        else:
+            flash(f"Saved the quota {form.name.data}.")
+            return redirect(url_for(".event", event_id=quota.event_id))
+    return render_template("console/quota_form.html", form=form, event=quota.event, quota=quota), \
         400 if form.errors else 200
 
 

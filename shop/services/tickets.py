@@ -71,7 +71,7 @@ def calendar_file(order, admissions=None):
     if event.venue:
         entry.add("location", event.venue)
     tickets = "\n".join(ticket_url(a.code) for a in admissions if not a.void)
-    entry.add("description", f"Order #{order.id}: {order.quantity} × {order.ticket.name}\n{tickets}".strip())
+    entry.add("description", f"Order #{order.id}: {order.summary}\n{tickets}".strip())
     calendar.add_component(entry)
     calendar.add_missing_timezones()
     return calendar.to_ical()
