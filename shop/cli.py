@@ -85,13 +85,16 @@ def create_event(title, starts_at, venue, description, tz_name, publish):
 @click.option("--starts-at", help="ISO 8601, e.g. 2027-03-01T19:30:00+01:00")
 @click.option("--venue")
 @click.option("--description")
-def edit_event(event_id, title, starts_at, venue, description):
-    """Change an event's title, start, venue or description."""
-    changes = {k: v for k, v in {"title": title, "venue": venue, "description": description}.items() if v is not None}
+@click.option("--attendee-names", type=click.Choice(["none", "optional", "required"]),
+              help="Ask for a name on each ticket: not at all, optionally, or required before paying.")
+def edit_event(event_id, title, starts_at, venue, description, attendee_names):
+    """Change an event's title, start, venue, description or whether tickets carry names."""
+    changes = {k: v for k, v in {"title": title, "venue": venue, "description": description,
+                                 "attendee_names": attendee_names}.items() if v is not None}
     if starts_at is not None:
         changes["starts_at"] = _when(starts_at, _catalog(events.get_event, event_id).timezone)
     if not changes:
-        raise click.UsageError("Give at least one of --title, --starts-at, --venue, --description.")
+        raise click.UsageError("Give at least one of --title, --starts-at, --venue, --description, --attendee-names.")
     event = _catalog(events.update_event, event_id, **changes)
     click.echo(f"Saved event {event.id}: {event.title} at {event.venue}, {event.starts_at:%Y-%m-%d %H:%M} UTC")
 

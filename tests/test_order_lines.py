@@ -238,3 +238,48 @@ def test_last_seats_across_lines_go_to_one_buyer(app, ctx, make, reload):
     assert sorted(results) == ["held"] + ["sold out"] * 7
     assert (reload(a).held_quantity, reload(b).held_quantity) == (2, 2)
     assert all(t.held_quantity <= t.capacity for t in db.session.execute(select(TicketType)).scalars())
+
+
+def test_names_required_before_paying_go_on_each_ticket(ctx, client, form_client, make, pay):
+    event = make.event(attendee_names="required")
+    adult = make.ticket(event, name="Adult", price="30.00")
+    child = make.ticket(event, name="Child", price="12.50")
+    nameless = order_json(client, event, [(adult, 1)])
+    assert nameless.status_code == 400 and nameless.get_json()["field"] == "names"
+    priced = form_client.post(f"/events/{event.id}/checkout", data={
+        f"qty-{adult.id}": "2", f"qty-{child.id}": "1", "email": "f@example.com", "preview": "1"})
+    page = priced.get_data(as_text=True)
+    assert all(f'name="name-{t}-{n}"' in page for t, n in ((adult.id, 1), (adult.id, 2), (child.id, 1)))
+    response = form_client.post(f"/events/{event.id}/checkout", data={
+        f"qty-{adult.id}": "2", f"qty-{child.id}": "1", "email": "f@example.com",
+        f"name-{adult.id}-1": "Ada", f"name-{adult.id}-2": "Alan", f"name-{child.id}-1": "Grace"})
+    assert response.status_code == 303
+    order = pay(db.session.execute(select(TicketOrder)).scalar_one())
+    assert sorted((a.ticket_name, a.attendee_name) for a in order.admissions) == [
+        ("Adult", "Ada"), ("Adult", "Alan"), ("Child", "Grace")]
+
+
+def test_names_can_be_changed_on_the_ticket_page_until_the_event_starts(ctx, form_client, staff, make, place_order,
+                                                                        pay, reload):
+    event = make.event(attendee_names="optional")
+    ticket = make.ticket(event, name="Seat")
+    order = pay(place_order(ticket, quantity=1))
+    admission = order.admissions[0]
+    assert admission.attendee_name is None
+    assert 'id="name-form"' in form_client.get(f"/tickets/{admission.code}").get_data(as_text=True)
+    saved = form_client.post(f"/tickets/{admission.code}/name", data={"attendee_name": "Katherine Johnson"})
+    assert saved.status_code == 303 and reload(admission).attendee_name == "Katherine Johnson"
+    assert "Katherine Johnson" in form_client.get(f"/tickets/{admission.code}").get_data(as_text=True)
+    too_long = form_client.post(f"/tickets/{admission.code}/name", data={"attendee_name": "x" * 121})
+    assert too_long.status_code == 400 and reload(admission).attendee_name == "Katherine Johnson"
+
+    staff.login("admin")
+    scan = form_client.post(f"/console/events/{event.id}/checkin", json={"code": admission.code}).get_json()
+    assert scan["attendee_name"] == "Katherine Johnson"
+    export = form_client.get(f"/console/events/{event.id}/attendees.csv").get_data(as_text=True)
+    assert export.splitlines()[0].endswith(",attendee_name") and "Katherine Johnson" in export
+
+    event.starts_at = event.starts_at.replace(year=2000)
+    db.session.commit()
+    late = form_client.post(f"/tickets/{admission.code}/name", data={"attendee_name": "Someone Else"})
+    assert late.status_code == 400 and reload(admission).attendee_name == "Katherine Johnson"

@@ -1,5 +1,6 @@
 """Orders with several ticket types: one line per type in ``order_items``, admissions tied to their line;
-quotas, limits shared by several ticket types of an event.
+quotas, limits shared by several ticket types of an event; attendee names (per event: none, optional
+or required; per admission).
 
 Every existing order becomes one line (its ticket type, quantity and unit price, no discount amount
 known per line: the unit price already is the price paid), and its admissions point at that line, so
@@ -18,6 +19,8 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("attendee_names", sa.String(16), nullable=False, server_default="none"))
     op.create_table(
         "quotas",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -42,6 +45,7 @@ def upgrade():
         sa.Column("unit_price", sa.Numeric(10, 2), nullable=False),
         sa.Column("discount_amount", sa.Numeric(10, 2), nullable=False, server_default="0"),
         sa.Column("refunded_quantity", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("attendee_names", sa.Text, nullable=True),
         sa.UniqueConstraint("order_id", "ticket_id", name="uq_order_items_order_ticket"),
     )
     # One INSERT … SELECT: the copy is done by the database, however many orders there are.
@@ -49,6 +53,7 @@ def upgrade():
                "SELECT id, ticket_id, quantity, unit_price, 0 FROM ticket_orders")
     with op.batch_alter_table("admissions") as batch:
         batch.add_column(sa.Column("order_item_id", sa.Integer, nullable=True))
+        batch.add_column(sa.Column("attendee_name", sa.String(120), nullable=True))
         batch.create_index("ix_admissions_order_item_id", ["order_item_id"])
         batch.create_foreign_key("fk_admissions_order_item", "order_items", ["order_item_id"], ["id"])
     op.execute("UPDATE admissions SET order_item_id = "
@@ -56,7 +61,10 @@ def upgrade():
 
 
 def downgrade():
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("attendee_names")
     with op.batch_alter_table("admissions") as batch:
+        batch.drop_column("attendee_name")
         batch.drop_constraint("fk_admissions_order_item", type_="foreignkey")
         batch.drop_index("ix_admissions_order_item_id")
         batch.drop_column("order_item_id")

@@ -118,7 +118,7 @@ def create_order(event_id):
     if not wants_json and current_app.config.get("WTF_CSRF_ENABLED", True):
         csrf.protect()
     try:
-        items, form = _order_input(wants_json)
+        items, names, form = _order_input(wants_json)
     except CheckoutRefused as refused:
         return _order_refused(event_id, None, {}, refused, wants_json)
     quantities = dict(items)
@@ -128,7 +128,7 @@ def create_order(event_id):
     if form.discount_code.data and not _discount_attempts():
         return error_response(429, "Too many discount codes were tried from here. Please wait a while.")
     req = CheckoutRequest(
-        event_id=event_id, ticket_id=None, quantity=None, items=tuple(items),
+        event_id=event_id, ticket_id=None, quantity=None, items=tuple(items), names=names,
         email=form.email.data.strip().lower(), discount_code=form.discount_code.data or "",
         client_ip=request.remote_addr, user_id=current_user.id if current_user.is_authenticated else None)
     if not wants_json and "preview" in request.form:
@@ -147,7 +147,9 @@ def _order_input(wants_json):
             raise CheckoutRefused('The body must be a JSON object like {"items": [{"ticket_id": 1, "quantity": 2}], '
                                   '"email": "…", "discount_code": ""}.', field="items")
         fields = {k: str(body[k]) for k in ("email", "discount_code") if body.get(k) is not None}
-        return [(item["ticket_id"], item["quantity"]) for item in raw_items], OrderForm(formdata=MultiDict(fields))
+        names = {item["ticket_id"]: item["names"] for item in raw_items if isinstance(item.get("names"), list)}
+        return ([(item["ticket_id"], item["quantity"]) for item in raw_items], names,
+                OrderForm(formdata=MultiDict(fields)))
     items = []
     for name, value in request.form.items():
         if name.startswith("qty-"):
@@ -155,7 +157,13 @@ def _order_input(wants_json):
             if not (ticket_id.isdigit() and value.isdigit() and len(value) < 4 and len(ticket_id) < 10):
                 raise CheckoutRefused("Quantities must be whole numbers.", field="quantity")
             items.append((int(ticket_id), int(value)))
-    return items, OrderForm()
+    return items, _form_names(items), OrderForm()
+
+
+def _form_names(items):
+    """``{ticket_id: [names…]}`` from the fields ``name-<ticket_id>-<n>`` the priced page offers per ticket."""
+    return {ticket_id: [request.form.get(f"name-{ticket_id}-{n}", "") for n in range(1, quantity + 1)]
+            for ticket_id, quantity in items}
 
 
 def _is_count(value):
@@ -165,7 +173,7 @@ def _is_count(value):
 def _preview(req, form, quantities):
     """The event page again with the order priced (after the code), nothing held."""
     try:
-        lines, discount = price_lines(req)
+        lines, discount = price_lines(req, for_preview=True)
     except CheckoutRefused as refused:
         if refused.field == "discount_code":
             _discount_attempts(hit=True)

@@ -48,6 +48,8 @@ class EventForm(FlaskForm):
     timezone = StringField("Time zone (IANA, e.g. Europe/Berlin; empty: the shop's)",
                            validators=[Optional(), Length(max=64)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=10000)])
+    attendee_names = SelectField("Names on tickets", default="none", choices=[
+        ("none", "No names"), ("optional", "Names optional"), ("required", "A name required on every ticket")])
 
 
 class TicketTypeForm(FlaskForm):

@@ -115,7 +115,8 @@ def new_event():
             zone = catalog.zone_name(form.timezone.data)
             event = catalog.create_event(title=form.title.data, venue=form.venue.data, timezone=zone,
                                          starts_at=to_utc(form.starts_at.data, zone),
-                                         description=form.description.data, actor=_actor())
+                                         description=form.description.data,
+                                         attendee_names=form.attendee_names.data, actor=_actor())
         except catalog.CatalogError as error:
             _apply_error(form, error)
         else:
@@ -145,8 +146,8 @@ def edit_event(event_id):
         try:
             zone = catalog.zone_name(form.timezone.data or event.timezone)
             catalog.update_event(event_id, title=form.title.data, venue=form.venue.data, timezone=zone,
-                                 starts_at=to_utc(form.starts_at.data, zone),
-                                 description=form.description.data, actor=_actor())
+                                 starts_at=to_utc(form.starts_at.data, zone), description=form.description.data,
+                                 attendee_names=form.attendee_names.data, actor=_actor())
         except catalog.CatalogError as error:
             _apply_error(form, error)
         else:
@@ -495,7 +496,8 @@ def scan_message(scan, zone):
         local = to_local(scan.checked_in_at, zone)
         at = f"{local:%H:%M} {local.tzname()}"
     return {
-        ScanResult.OK: f"Valid: checked in. {scan.ticket_type}",
+        ScanResult.OK: f"Valid: checked in. {scan.ticket_type}" + (f", {scan.attendee_name}"
+                                                                   if scan.attendee_name else ""),
         ScanResult.ALREADY_CHECKED_IN: f"Already checked in at {at}" + (f" by {scan.checked_in_by}"
                                                                          if scan.checked_in_by else ""),
         ScanResult.VOID: "Void: refunded or cancelled. Do not admit.",

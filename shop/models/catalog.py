@@ -27,6 +27,13 @@ class SaleState(str, enum.Enum):
     STARTED = "started"        # the event has begun: sales always close then
 
 
+class AttendeeNames(str, enum.Enum):
+    """Whether an event asks for a name on each ticket: the organizer's choice."""
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
 class Event(db.Model):
     """An event; ``starts_at`` is naive UTC like every stored time, shown in the event's own ``timezone``."""
     __tablename__ = "events"
@@ -42,9 +49,16 @@ class Event(db.Model):
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
     # New events start as drafts: nothing is public or on sale until the organizer publishes it.
     status = db.Column(db.String(16), nullable=False, default=EventStatus.DRAFT.value, server_default="draft")
+    # AttendeeNames: no names, names optional, or a name required on every ticket before paying.
+    attendee_names = db.Column(db.String(16), nullable=False, default=AttendeeNames.NONE.value,
+                               server_default="none")
 
     ticket_types = db.relationship("TicketType", back_populates="event", order_by="TicketType.price, TicketType.id")
     quotas = db.relationship("Quota", back_populates="event", order_by="Quota.id")
+
+    @property
+    def names(self):
+        return AttendeeNames(self.attendee_names)
 
     @property
     def state(self):

@@ -145,6 +145,8 @@ class OrderItem(db.Model):
     discount_amount = db.Column(db.Numeric(10, 2), nullable=False, default=0, server_default="0")  # off each
     # Set when the line alone was refunded (services/refunds.py ``refund_order_line``): its seats went back then.
     refunded_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    # The names given per ticket before paying, one a line; the admissions take them when issued.
+    attendee_names = db.Column(db.Text, nullable=True)
 
     order = db.relationship("TicketOrder", back_populates="items")
     ticket = db.relationship("TicketType", lazy="joined")
@@ -177,6 +179,8 @@ class Admission(db.Model):
     # The order line (and so the ticket type) this admission belongs to.
     order_item_id = db.Column(db.Integer, db.ForeignKey("order_items.id"), nullable=True, index=True)
     code = db.Column(db.String(32), nullable=False, unique=True)
+    # Who will use this ticket, when the event asks for names (services/tickets.py set_attendee_name).
+    attendee_name = db.Column(db.String(120), nullable=True)
     void = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
     # Set once at the door by a conditional UPDATE (services/checkin.py); cleared only by an audited undo.
     checked_in_at = db.Column(db.DateTime, nullable=True)

@@ -6,7 +6,7 @@ committed, never while a row is locked.
 """
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
-from ..models import DiscountCode, OrderItem, Quota, SaleState, TicketOrder, TicketType
+from ..models import AttendeeNames, DiscountCode, OrderItem, Quota, SaleState, TicketOrder, TicketType
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import CheckoutLine, CheckoutSpec, PaymentRefused, PaymentUnavailable, gateway, order_token
@@ -79,6 +79,7 @@ class CheckoutRequest:
     user_id: int | None = None
     client_ip: str | None = None
     items: tuple = ()
+    names: dict = field(default_factory=dict)   # {ticket_id: [a name per ticket, …]} when the event asks
 
     def wanted(self):
         """``[(ticket_id, quantity), …]`` by ticket type id, one entry per type (repeated types added up)."""
@@ -95,6 +96,7 @@ class PricedLine:
     quantity: int
     unit_price: Decimal
     discount_amount: Decimal
+    names: tuple = ()
 
     @property
     def total(self):
@@ -171,11 +173,12 @@ def check_pending_caps(req, now=None):
                 "(its payment page, or the link we showed you) before starting another.")
 
 
-def price_lines(req, now=None):
+def price_lines(req, now=None, *, for_preview=False):
     """The order's lines priced (each type found, on sale, the discount applied), and the discount; no hold taken.
 
     Raises a :class:`CheckoutRefused` subclass for a type that cannot be bought, a quantity out
-    of bounds or an unusable code. The event page's preview and the checkout share it.
+    of bounds or an unusable code. The event page's preview (``for_preview``: the names it asks
+    for are not required yet) and the checkout share it.
     """
     max_per_order = current_app.config["SHOP_MAX_PER_ORDER"]
     wanted = [(ticket_id, quantity) for ticket_id, quantity in req.wanted() if quantity]
@@ -189,8 +192,24 @@ def price_lines(req, now=None):
     lines = []
     for ticket, (_, quantity) in zip(tickets, wanted, strict=True):
         unit_price = discount.discounted_price(ticket.price) if discount else Decimal(ticket.price)
-        lines.append(PricedLine(ticket, quantity, unit_price, Decimal(ticket.price) - unit_price))
+        lines.append(PricedLine(ticket, quantity, unit_price, Decimal(ticket.price) - unit_price,
+                                _attendee_names(ticket, quantity, req.names.get(ticket.id, ()), for_preview)))
     return lines, discount
+
+
+def _attendee_names(ticket, quantity, given, for_preview=False):
+    """The names for a line's tickets as the event asks for them: none kept, optional, or one required on each."""
+    wanted = ticket.event.names
+    if wanted is AttendeeNames.NONE:
+        return ()
+    names = tuple(str(name).strip() for name in list(given)[:quantity])
+    names += ("",) * (quantity - len(names))
+    if any(len(name) > 120 for name in names):
+        raise CheckoutRefused("A name can be at most 120 characters long.", field="names")
+    if wanted is AttendeeNames.REQUIRED and not all(names) and not for_preview:
+        raise CheckoutRefused(f"Enter a name for each ticket (“{ticket.name}”): press “Show price” for a field "
+                              "per ticket.", field="names")
+    return names
 
 
 def start_checkout(req: CheckoutRequest, urls: ReturnUrls):
@@ -324,7 +343,8 @@ def _try_hold(req, lines, discount, hold_minutes):
         currency=current_app.config["SHOP_CURRENCY"], status=OrderStatus.PENDING.value,
         hold_expires_at=utcnow().replace(microsecond=0) + timedelta(minutes=hold_minutes + 1))
     order.items = [OrderItem(ticket_id=line.ticket.id, quantity=line.quantity, unit_price=line.unit_price,
-                             discount_amount=line.discount_amount) for line in lines]
+                             discount_amount=line.discount_amount, attendee_names="\n".join(line.names) or None)
+                   for line in lines]
     db.session.add(order)
     db.session.flush()
     if not total:

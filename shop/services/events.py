@@ -16,14 +16,14 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import ConfigError, timezone_name
 from ..extensions import db
-from ..models import DiscountCode, Event, EventStatus, Quota, TicketType
+from ..models import AttendeeNames, DiscountCode, Event, EventStatus, Quota, TicketType
 from ..timezones import to_utc
 from .audit import CLI, record, snapshot
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
 
-EVENT_FIELDS = ("title", "venue", "description", "starts_at", "timezone")
+EVENT_FIELDS = ("title", "venue", "description", "starts_at", "timezone", "attendee_names")
 TICKET_FIELDS = ("name", "price", "capacity", "on_sale_from", "on_sale_until", "hidden")
 QUOTA_FIELDS = ("name", "capacity")
 DISCOUNT_FIELDS = ("percent_off", "amount_off", "max_uses", "event_id", "valid_from", "valid_until")
@@ -95,6 +95,10 @@ def _event_values(changes):
         values["starts_at"] = changes["starts_at"]
     if "timezone" in changes:
         values["timezone"] = zone_name(changes["timezone"])
+    if changes.get("attendee_names") is not None:
+        if changes["attendee_names"] not in {n.value for n in AttendeeNames}:
+            raise CatalogError("attendee names must be none, optional or required", "attendee_names")
+        values["attendee_names"] = changes["attendee_names"]
     return values
 
 
@@ -133,10 +137,11 @@ def _locked(model, row_id, missing):
     return row
 
 
-def create_event(*, title, starts_at, venue, description="", timezone=None, publish=False, actor=CLI):
+def create_event(*, title, starts_at, venue, description="", timezone=None, publish=False, attendee_names="none",
+                 actor=CLI):
     """Create an event, a draft unless ``publish``, shown in ``timezone`` (default ``SHOP_TIMEZONE``); returns it."""
     values = _event_values({"title": title, "venue": venue, "description": description, "starts_at": starts_at,
-                            "timezone": timezone})
+                            "timezone": timezone, "attendee_names": attendee_names})
     with transaction():
         event = Event(status=(EventStatus.PUBLISHED if publish else EventStatus.DRAFT).value, **values)
         db.session.add(event)

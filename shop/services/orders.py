@@ -137,15 +137,21 @@ def change_status(order, new_status, cause, *, source="", actor_id=None):
     if new is OrderStatus.PAID:
         order.paid_at = utcnow()
         # 80 random bits in base32 (A–Z, 2–7: no 0, 1 or 8 to misread as O, I or B); a code opens its ticket page.
-        db.session.add_all(Admission(order_id=order.id, order_item_id=item.id,
+        db.session.add_all(Admission(order_id=order.id, order_item_id=item.id, attendee_name=name,
                                      code=base64.b32encode(secrets.token_bytes(10)).decode())
-                           for item in order.items for _ in range(item.quantity))
+                           for item in order.items for name in _names_of(item))
     elif old is OrderStatus.PAID:
         db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))
     order.status = new.value
     record_history(order.id, old.value, new.value, cause, source=source, actor_id=actor_id)
     logger.info("order %s: %s → %s (%s)", order.id, old.value, new.value, cause)
     return True
+
+
+def _names_of(item):
+    """One entry per ticket of the line: the name given before paying, or None."""
+    names = (item.attendee_names or "").split("\n")
+    return [(names[n].strip() or None) if n < len(names) else None for n in range(item.quantity)]
 
 
 def record_history(order_id, from_status, to_status, cause, *, source="", actor_id=None):
