@@ -283,3 +283,16 @@ def test_names_can_be_changed_on_the_ticket_page_until_the_event_starts(ctx, for
     db.session.commit()
     late = form_client.post(f"/tickets/{admission.code}/name", data={"attendee_name": "Someone Else"})
     assert late.status_code == 400 and reload(admission).attendee_name == "Katherine Johnson"
+
+
+def test_organizer_chooses_names_in_the_console_and_the_cli(app, ctx, form_client, staff, make, reload):
+    staff.login("admin")
+    event = make.event(title="Names Night")
+    saved = form_client.post(f"/console/events/{event.id}/edit", data={
+        "title": "Names Night", "venue": "Hall", "starts_at": "2099-05-01T19:30", "timezone": "UTC",
+        "description": "", "attendee_names": "required"})
+    assert saved.status_code == 302 and reload(event).attendee_names == "required"
+    edited = app.test_cli_runner().invoke(args=["shop", "edit-event", str(event.id), "--attendee-names", "optional"])
+    assert edited.exit_code == 0 and reload(event).attendee_names == "optional"
+    refused = app.test_cli_runner().invoke(args=["shop", "edit-event", str(event.id), "--attendee-names", "some"])
+    assert refused.exit_code != 0 and reload(event).attendee_names == "optional"

@@ -49,7 +49,8 @@ class EventForm(FlaskForm):
                            validators=[Optional(), Length(max=64)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=10000)])
     attendee_names = SelectField("Names on tickets", default="none", choices=[
-        ("none", "No names"), ("optional", "Names optional"), ("required", "A name required on every ticket")])
+        SelectChoice("none", "No names"), SelectChoice("optional", "Names optional"),
+        SelectChoice("required", "A name required on every ticket")])
 
 
 class TicketTypeForm(FlaskForm):

@@ -237,7 +237,7 @@ def edit_ticket_type(ticket_id):
 def new_quota(event_id):
     event = _event_or_404(event_id)
     form = QuotaForm()
-    form.ticket_ids.choices = [(t.id, t.name) for t in event.ticket_types]
+    form.ticket_ids.choices = [SelectChoice(t.id, t.name) for t in event.ticket_types]
     if form.validate_on_submit():
         try:
             catalog.create_quota(event_id, name=form.name.data, capacity=form.capacity.data,
