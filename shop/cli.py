@@ -87,13 +87,16 @@ def create_event(title, starts_at, venue, description, tz_name, publish):
 @click.option("--starts-at", help="ISO 8601, e.g. 2027-03-01T19:30:00+01:00")
 @click.option("--venue")
 @click.option("--description")
-def edit_event(event_id, title, starts_at, venue, description):
-    """Change an event's title, start, venue or description."""
-    changes = {k: v for k, v in {"title": title, "venue": venue, "description": description}.items() if v is not None}
+@click.option("--attendee-names", type=click.Choice(["none", "optional", "required"]),
+              help="Ask for a name on each ticket: not at all, optionally, or required before paying.")
+def edit_event(event_id, title, starts_at, venue, description, attendee_names):
+    """Change an event's title, start, venue, description or whether tickets carry names."""
+    changes = {k: v for k, v in {"title": title, "venue": venue, "description": description,
+                                 "attendee_names": attendee_names}.items() if v is not None}
     if starts_at is not None:
         changes["starts_at"] = _when(starts_at, _catalog(events.get_event, event_id).timezone)
     if not changes:
-        raise click.UsageError("Give at least one of --title, --starts-at, --venue, --description.")
+        raise click.UsageError("Give at least one of --title, --starts-at, --venue, --description, --attendee-names.")
     event = _catalog(events.update_event, event_id, **changes)
     click.echo(f"Saved event {event.id}: {event.title} at {event.venue}, {event.starts_at:%Y-%m-%d %H:%M} UTC")
 
@@ -153,6 +156,33 @@ def edit_ticket(ticket_id, name, price, capacity, on_sale_from, on_sale_until, h
     ticket = _catalog(events.update_ticket_type, ticket_id, **changes)
     click.echo(f"Saved ticket type {ticket.id}: {ticket.name}, {ticket.price}, {ticket.capacity} seats"
                + (", hidden" if ticket.hidden else ""))
+
+
+@shop_cli.command("add-quota")
+@click.argument("event_id", type=int)
+@click.option("--name", required=True, help='e.g. "floor"')
+@click.option("--capacity", required=True, type=click.IntRange(min=0))
+@click.option("--ticket", "ticket_ids", type=int, multiple=True,
+              help="A ticket type it spans (repeat the option); none: all of the event's types, an event-wide capacity")
+def add_quota(event_id, name, capacity, ticket_ids):
+    """Add a limit shared by several ticket types of an event ("floor: 300" over two types)."""
+    quota = _catalog(events.create_quota, event_id, name=name, capacity=capacity,
+                     ticket_ids=list(ticket_ids) or None)
+    click.echo(f"Added quota {quota.id} to event {event_id}: {quota.name}, {quota.capacity} seats over ticket "
+               f"types {', '.join(str(t.id) for t in quota.ticket_types)} ({quota.sold_quantity} sold, "
+               f"{quota.held_quantity} held)")
+
+
+@shop_cli.command("edit-quota")
+@click.argument("quota_id", type=int)
+@click.option("--name")
+@click.option("--capacity", type=click.IntRange(min=0), help="never below what is sold plus held")
+def edit_quota(quota_id, name, capacity):
+    """Rename a quota or change its capacity."""
+    if name is None and capacity is None:
+        raise click.UsageError("Give at least one change.")
+    quota = _catalog(events.update_quota, quota_id, name=name, capacity=capacity)
+    click.echo(f"Saved quota {quota.id}: {quota.name}, {quota.capacity} seats")
 
 
 @shop_cli.command("create-discount")
@@ -376,7 +406,7 @@ def attention():
     orders = db.session.execute(select(TicketOrder).where(TicketOrder.needs_attention == true())
                                 .order_by(TicketOrder.updated_at.desc())).unique().scalars().all()
     for order in orders:
-        click.echo(f"order {order.id} ({order.status}, {order.email}, {order.quantity} × {order.ticket.name}, "
+        click.echo(f"order {order.id} ({order.status}, {order.email}, {order.summary}, "
                    f"{order.total_amount} {order.currency.upper()}): {order.attention_reason}")
     if not orders:
         click.echo("No order needs attention.")

@@ -118,6 +118,8 @@ def load_config(env=None, instance_path="instance"):
         # have at once; 0 switches a cap off. Counted in the database, so every worker and VM agree.
         "SHOP_MAX_PENDING_PER_BUYER": _int(env, "SHOP_MAX_PENDING_PER_BUYER", 2, 0, 1000),
         "SHOP_MAX_PENDING_PER_IP": _int(env, "SHOP_MAX_PENDING_PER_IP", 20, 0, 100000),
+        # Free tickets one address may take per event (held or paid); 0 switches the cap off.
+        "SHOP_MAX_FREE_PER_BUYER": _int(env, "SHOP_MAX_FREE_PER_BUYER", 10, 0, 100000),
         # How long after paying the browser that paid sees a guest order's codes on the success page.
         "SHOP_GUEST_TICKET_MINUTES": _int(env, "SHOP_GUEST_TICKET_MINUTES", 60, 0, 24 * 60),
         # The success page asks the provider about one order at most this often, however many reload it.

@@ -5,7 +5,10 @@ database, the local Stripe-compatible server standing in for Stripe, and measure
 other processes (wrk, and a burst of Python threads) in one run:
   1. baseline: wrk on GET /healthz (one SELECT 1) and GET /events/<id> (the event page);
   2. sustained checkouts: wrk POSTing JSON checkouts to a ticket type that cannot sell out;
-  3. the rush: BUYERS concurrent checkouts for CAPACITY seats, released at once.
+  3. the rush: BUYERS concurrent checkouts for CAPACITY seats, released at once;
+and the same for mixed orders (``--mode``): one order of two ticket types (1 + 1) through
+POST /events/<id>/checkout, sustained on two unlimited types, and a rush on two types sharing
+a quota of 2 × CAPACITY seats (so CAPACITY orders fit), next to the single-type figures.
 Needs wrk (Debian package ``wrk``) and MariaDB at TEST_DATABASE_URL's server.
 """
 import argparse
@@ -20,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 from tests.support.apps import (
@@ -42,6 +46,18 @@ request = function()
 end
 """
 
+WRK_MIXED_CHECKOUT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, '{"items": [{"ticket_id": 1, "quantity": 1}, {"ticket_id": 3, "quantity": 1}], '
+    .. '"email": "mixed' .. n .. '@example.com"}')
+end
+"""
+MIXED_RUSH_ITEMS = [{"ticket_id": 4, "quantity": 1}, {"ticket_id": 5, "quantity": 1}]
+
 
 def wrk(url, seconds, connections, script=None):
     """Run wrk from its own process; returns requests/s, p50 and p99 in ms, and non-2xx/3xx count."""
@@ -59,15 +75,16 @@ def _ms(out, label):
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
-def rush(url, buyers):
-    """``buyers`` threads POST one checkout each, released together.
+def rush(url, buyers, items=None):
+    """``buyers`` threads POST one checkout each (one ticket, or the order's ``items``), released together.
 
     Returns (statuses, their latencies in ms, seconds)."""
     barrier = threading.Barrier(buyers + 1)
     results = []
 
     def buy(i):
-        body = json.dumps({"quantity": 1, "email": f"fan{i}@example.com"}).encode()
+        order = {"items": items} if items else {"quantity": 1}
+        body = json.dumps({**order, "email": f"fan{i}@example.com"}).encode()
         request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
         barrier.wait()
         started = time.perf_counter()
@@ -100,6 +117,8 @@ def main():
     parser.add_argument("--buyers", type=int, default=200)
     parser.add_argument("--capacity", type=int, default=50)
     parser.add_argument("--stripe-latency", type=float, default=0.0, help="seconds each Stripe call takes")
+    parser.add_argument("--mode", choices=("single", "mixed", "both"), default="both",
+                        help="single-type orders, mixed orders (two types in one order), or both side by side")
     args = parser.parse_args()
 
     # The Stripe stand-in and the rush's client threads each get a process of their own, so
@@ -117,48 +136,80 @@ def main():
 
 
 def run(args, env):
-    """Fill the catalogue, serve the shop under gunicorn with ``env`` and measure; 0 when the rush went right."""
+    """Fill the catalogue, serve the shop under gunicorn with ``env`` and measure; 0 when the rushes went right."""
     app = app_from_environment(env)
     build_schema(app)
-    runner = app.test_cli_runner()
-    runner.invoke(args=["shop", "create-event", "--title", "Bench", "--venue", "Hall",
-                        "--starts-at", "2099-01-01T20:00", "--publish"])
-    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Unlimited", "--price", "10.00", "--capacity", "1000000"])
-    runner.invoke(args=["shop", "add-ticket", "1", "--name", "Rush", "--price", "10.00",
-                        "--capacity", str(args.capacity)])
+    _fill_catalogue(app.test_cli_runner(), args.capacity)
+    modes = ("single", "mixed") if args.mode == "both" else (args.mode,)
 
     with gunicorn_server(env, workers=args.workers) as served:
         base = served.url
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(WRK_CHECKOUT)
         wrk(f"{base}/events/1", 2, 10)  # warm-up: workers connect to the database
-        rows = [
-            ("baseline GET /healthz", wrk(f"{base}/healthz", args.seconds, args.connections)),
-            ("GET /events/1 (event page)", wrk(f"{base}/events/1", args.seconds, args.connections)),
-            ("POST checkout (sustained)",
-             wrk(f"{base}/events/1/tickets/1/checkout", args.seconds, args.connections, script.name)),
-        ]
-        os.unlink(script.name)
-        with ProcessPoolExecutor(1) as client:
-            statuses, latencies, seconds = client.submit(
-                rush, f"{base}/events/1/tickets/2/checkout", args.buyers).result()
+        rows = [("baseline GET /healthz", wrk(f"{base}/healthz", args.seconds, args.connections)),
+                ("GET /events/1 (event page)", wrk(f"{base}/events/1", args.seconds, args.connections))]
+        rushes = {}
+        for mode in modes:
+            rows.append(_sustained(base, mode, args))
+            with ProcessPoolExecutor(1) as client:
+                url, items = ((f"{base}/events/1/tickets/2/checkout", None) if mode == "single"
+                              else (f"{base}/events/1/checkout", MIXED_RUSH_ITEMS))
+                rushes[mode] = client.submit(rush, url, args.buyers, items).result()
         with open(served.log_path) as log:
             retries = sum("lock conflict" in line for line in log)
 
-    print(f"{'what':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'what':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in rows:
-        print(f"{name:32} {r['rps']:9.1f} {r['p50']:8.1f} {r['p99']:8.1f} {r['non_2xx']:8d}")
-    held = statuses.count(201)
-    to_redirect = sorted(ms for s, ms in zip(statuses, latencies, strict=True) if s == 201)
-    print(f"\nrush: {args.buyers} buyers at once for {args.capacity} seats: {held} held, "
-          f"{statuses.count(409)} told sold out, "
-          f"{sum(1 for s in statuses if s >= 500)} 5xx, in {seconds:.2f} s = {args.buyers / seconds:.0f} checkouts/s")
-    print(f"  to the checkout redirect: p50 {statistics.median(to_redirect):.0f} ms, "
-          f"p99 {percentile(to_redirect, 99):.0f} ms; "
-          f"to any answer: p50 {statistics.median(latencies):.0f} ms, p99 {percentile(sorted(latencies), 99):.0f} ms")
+        print(f"{name:36} {r['rps']:9.1f} {r['p50']:8.1f} {r['p99']:8.1f} {r['non_2xx']:8d}")
+    ok = all([_report_rush(mode, *rushes[mode], args) for mode in modes])  # a list: every rush is reported
     print(f"lock retries (deadlock or lock-wait timeout, retried): {retries}")
     release_connections(app)
-    return 0 if held == args.capacity and not any(s >= 500 for s in statuses) else 1
+    return 0 if ok else 1
+
+
+def _fill_catalogue(runner, capacity):
+    """Event 1: types 1 and 3 never sell out (sustained load), 2 is the single-type rush, 4 and 5 share a quota."""
+    unlimited = 1_000_000  # the largest capacity a ticket type may have
+    commands = [["create-event", "--title", "Bench", "--venue", "Hall", "--starts-at", "2099-01-01T20:00"]]
+    commands += [["add-ticket", "1", "--name", name, "--price", "10.00", "--capacity", str(seats)]
+                 for name, seats in (("Unlimited", unlimited), ("Rush", capacity), ("Unlimited B", unlimited),
+                                     ("Floor A", unlimited), ("Floor B", unlimited))]
+    commands += [["add-quota", "1", "--name", "floor", "--capacity", str(2 * capacity), "--ticket", "4",
+                  "--ticket", "5"],
+                 # New events are drafts (nothing is on sale, every page a 404) until published.
+                 ["publish-event", "1"]]
+    for command in commands:
+        result = runner.invoke(args=["shop", *command])
+        assert result.exit_code == 0, result.output
+
+
+def _sustained(base, mode, args):
+    """wrk POSTing checkouts that never sell out: one ticket per order, or one of each of two types."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_CHECKOUT if mode == "single" else WRK_MIXED_CHECKOUT)
+    url = f"{base}/events/1/tickets/1/checkout" if mode == "single" else f"{base}/events/1/checkout"
+    try:
+        return f"POST checkout, {mode} (sustained)", wrk(url, args.seconds, args.connections, script.name)
+    finally:
+        os.unlink(script.name)
+
+
+def _report_rush(mode, statuses, latencies, seconds, args):
+    """Print one rush's figures; True when exactly CAPACITY orders were held and nothing failed with a 5xx."""
+    held = statuses.count(201)
+    to_redirect = sorted(ms for s, ms in zip(statuses, latencies, strict=True) if s == 201)
+    what = "one ticket each" if mode == "single" else "2 types (1 + 1) each, a shared quota"
+    print(f"\nrush, {mode}: {args.buyers} buyers at once, {what}, room for {args.capacity} orders: {held} held, "
+          f"{statuses.count(409)} told sold out, "
+          f"{sum(1 for s in statuses if s >= 500)} 5xx, in {seconds:.2f} s = {args.buyers / seconds:.0f} checkouts/s")
+    others = sorted(Counter(s for s in statuses if s not in (201, 409)).items())
+    if others:
+        print(f"  other answers: {others}")
+    if to_redirect:
+        print(f"  to the checkout redirect: p50 {statistics.median(to_redirect):.0f} ms, "
+              f"p99 {percentile(to_redirect, 99):.0f} ms; "
+              f"to any answer: p50 {statistics.median(latencies):.0f} ms, "
+              f"p99 {percentile(sorted(latencies), 99):.0f} ms")
+    return held == args.capacity and not any(s >= 500 for s in statuses)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ would. The sandbox shop (no Stripe key) runs on a database of its own.
 """
 import os
 import re
+from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -203,3 +205,52 @@ def test_sandbox_buyer_pays_on_the_sandbox_page_end_to_end(sandbox_shop, page):
         assert db.session.get(DeliveryPath, "sandbox").deliveries == 1
         db.session.remove()
 
+
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def test_buyer_orders_two_kinds_in_one_order_seeing_the_discount_before_paying(stripe_shop, page, ctx, make,
+                                                                              reload):
+    """2 adults + 1 child in one order: "Show price" prices it with the code (no script), then one Stripe page."""
+    shop, stripe = stripe_shop.url, stripe_shop.stripe
+    event = make.event(title="Family Circus")
+    adult = make.ticket(event, name="Adult", price="30.00", capacity=20)
+    child = make.ticket(event, name="Child", price="12.50", capacity=20)
+    make.discount("FAMILY", percent_off=20)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    page.goto(f"{shop}/events/{event.id}")
+    order_form = page.locator("#order")
+    order_form.get_by_label("Adult").fill("2")
+    order_form.get_by_label("Child").fill("1")
+    order_form.get_by_label("Email").fill("family@example.com")
+    order_form.get_by_label("Discount code").fill("family")
+    order_form.get_by_role("button", name="Show price").click()
+
+    expect(page.locator("#order-total")).to_have_text("58.00 USD")
+    preview = page.locator("#order-preview")
+    expect(preview).to_contain_text("FAMILY (20% off)")
+    expect(preview.locator("del")).to_have_count(2)  # each line shows its price before the code
+    expect(page.locator("#order").get_by_label("Adult")).to_have_value("2")  # the form comes back as filled in
+    page.screenshot(path=ARTIFACTS / "order-preview.png", full_page=True)
+    assert reload(adult).held_quantity == 0  # a preview holds nothing
+
+    page.locator("#order").get_by_role("button", name="Buy").click()
+    expect(page).to_have_url(re.compile(re.escape(f"{stripe.url}/c/pay/cs_test_")))
+    expect(page.locator("#total")).to_have_text("$58.00")
+    expect(page.get_by_text("Family Circus — Adult (was 30.00, 6.00 off each)")).to_be_visible()
+    expect(page.get_by_text("Family Circus — Child (was 12.50, 2.50 off each)")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "order-stripe-page.png", full_page=True)
+    page.get_by_role("button", name="Pay").click()
+
+    expect(page).to_have_url(re.compile(re.escape(f"{shop}/checkout/success?session_id=cs_test_")))
+    expect(page.get_by_text("2 × Adult, 1 × Child")).to_be_visible()
+    expect(page.locator(".admissions code")).to_have_count(3)
+    page.screenshot(path=ARTIFACTS / "order-paid.png", full_page=True)
+    db.session.rollback()
+    order = db.session.query(TicketOrder).one()
+    assert order.status == "paid" and order.total_amount == Decimal("58.00") and len(order.items) == 2
+    assert (reload(adult).sold_quantity, reload(child).sold_quantity) == (2, 1)
+    for name in ("order-preview", "order-stripe-page", "order-paid"):
+        assert_png(ARTIFACTS / f"{name}.png")

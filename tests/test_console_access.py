@@ -3,6 +3,7 @@ import pytest
 
 from shop.extensions import db
 from shop.models import ApiToken, AuditEntry, User
+from shop.services.events import create_quota
 
 ADMIN, DOOR = {"admin"}, {"admin", "door"}
 # Every console route, with a request that reaches it, and who may use it.
@@ -19,6 +20,10 @@ ROUTES = [
     ("POST", "/console/events/{event}/tickets/new", ADMIN),
     ("GET", "/console/tickets/{ticket}/edit", ADMIN),
     ("POST", "/console/tickets/{ticket}/edit", ADMIN),
+    ("GET", "/console/events/{event}/quotas/new", ADMIN),
+    ("POST", "/console/events/{event}/quotas/new", ADMIN),
+    ("GET", "/console/quotas/{quota}/edit", ADMIN),
+    ("POST", "/console/quotas/{quota}/edit", ADMIN),
     ("GET", "/console/discounts", ADMIN),
     ("GET", "/console/discounts/new", ADMIN),
     ("POST", "/console/discounts/new", ADMIN),
@@ -46,7 +51,8 @@ def world(make, place_order, pay):
     ticket = make.ticket(price="20.00")
     order = pay(place_order(ticket, email="buyer@example.com"))
     return {"event": ticket.event_id, "ticket": ticket.id, "order": order.id, "admission": order.admissions[0].id,
-            "discount": make.discount("WORLD10").id}
+            "discount": make.discount("WORLD10").id,
+            "quota": create_quota(ticket.event_id, name="hall", capacity=50).id}
 
 
 def requests_for(world):
@@ -59,7 +65,8 @@ def test_every_console_route_is_in_the_table(app):
              for method in rule.methods - {"HEAD", "OPTIONS"}}
     listed = {(method, path.split("?")[0].replace("{event}", "<int:event_id>").replace("{ticket}", "<int:ticket_id>")
                .replace("{discount}", "<int:discount_id>").replace("{order}", "<int:order_id>")
-               .replace("{admission}", "<int:admission_id>")) for method, path, _ in ROUTES}
+               .replace("{admission}", "<int:admission_id>").replace("{quota}", "<int:quota_id>"))
+              for method, path, _ in ROUTES}
     assert rules == listed
 
 

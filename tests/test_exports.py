@@ -47,10 +47,10 @@ def test_attendees_csv_lists_each_ticket_with_its_check_in(form_client, staff, m
     header, *rows = rows_of(form_client.get(f"/console/events/{ticket.event_id}/attendees.csv"))
 
     assert tuple(header) == ATTENDEE_COLUMNS == ("ticket_code", "order_id", "email", "ticket_type", "valid",
-                                                 "checked_in_at", "checked_in_by")
+                                                 "checked_in_at", "checked_in_by", "attendee_name")
     assert [r[:5] for r in rows] == [[a.code, str(order.id), "ada@example.com", "Floor", "yes"]
                                      for a in order.admissions]
-    assert rows[0][6] == door.email and rows[0][5] and rows[1][5:] == ["", ""]
+    assert rows[0][6] == door.email and rows[0][5] and rows[1][5:] == ["", "", ""]
 
 
 def insert_orders(event_id, ticket_id, count, start=0):

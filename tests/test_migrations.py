@@ -1,4 +1,6 @@
 """The schema comes from the migrations alone, and they match the models."""
+from decimal import Decimal
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -67,6 +69,44 @@ def test_existing_events_get_the_shops_time_zone(app, test_databases, monkeypatc
             with engine.connect() as conn:
                 assert conn.execute(sa.text("SELECT timezone FROM events")).scalar_one() == "Europe/Vienna"
                 assert "outbox" in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+        with app.app_context():
+            db.engines[None] = sa.create_engine(saved)
+
+
+def test_single_type_orders_become_one_line_each_keeping_totals_and_admissions(app, test_databases):
+    """Orders from before order lines become one line each; their totals and tickets stay as they were."""
+    url = test_databases.create("lines")
+    saved = app.config["SQLALCHEMY_DATABASE_URI"]
+    engine = sa.create_engine(url)
+    try:
+        with app.app_context():
+            db.engines[None] = engine
+            upgrade(revision="0005_back_office")
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO events (id, title, starts_at) VALUES (1, 'Old', '2030-01-01 18:30')"))
+                conn.execute(sa.text("INSERT INTO tickets (id, event_id, name, price, capacity, sold_quantity) "
+                                     "VALUES (7, 1, 'Stalls', 25, 100, 3), (8, 1, 'Circle', 10, 100, 0)"))
+                conn.execute(sa.text(
+                    "INSERT INTO ticket_orders (id, event_id, ticket_id, email, quantity, unit_price, total_amount, "
+                    "currency, status) VALUES (1, 1, 7, 'a@example.com', 3, 22.50, 67.50, 'usd', 'paid'), "
+                    "(2, 1, 8, 'b@example.com', 2, 10, 20, 'usd', 'expired')"))
+                conn.execute(sa.text("INSERT INTO admissions (order_id, code) VALUES (1, 'AAA'), (1, 'BBB'), "
+                                     "(1, 'CCC')"))
+            upgrade()
+            with engine.connect() as conn:
+                lines = conn.execute(sa.text("SELECT order_id, ticket_id, quantity, unit_price, discount_amount "
+                                             "FROM order_items ORDER BY order_id")).all()
+                assert [tuple(line) for line in lines] == [(1, 7, 3, Decimal("22.50"), Decimal("0.00")),
+                                                           (2, 8, 2, Decimal("10.00"), Decimal("0.00"))]
+                totals = conn.execute(sa.text("SELECT id, total_amount, quantity FROM ticket_orders ORDER BY id")).all()
+                assert [tuple(t) for t in totals] == [(1, Decimal("67.50"), 3), (2, Decimal("20.00"), 2)]
+                tied = conn.execute(sa.text("SELECT a.code, i.ticket_id FROM admissions a "
+                                            "JOIN order_items i ON i.id = a.order_item_id ORDER BY a.code")).all()
+                assert [tuple(t) for t in tied] == [("AAA", 7), ("BBB", 7), ("CCC", 7)]
+            downgrade(revision="0005_back_office")
+            assert "order_items" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
         with app.app_context():

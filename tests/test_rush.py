@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from shop.extensions import db
-from shop.models import TicketOrder, TicketType
+from shop.models import Quota, TicketOrder, TicketType
+from shop.services.events import create_quota
 from tests.support.apps import WEBHOOK_SECRET
 
 pytestmark = pytest.mark.slow
@@ -100,3 +101,43 @@ def test_rush_never_oversells_and_never_fails_with_5xx(ctx, server, stripe_serve
     paid = db.session.execute(select(func.sum(TicketOrder.quantity))
                               .where(TicketOrder.ticket_id == ticket.id, TicketOrder.status == "paid")).scalar_one()
     assert paid == sold
+
+
+QUOTA = 60
+
+
+def test_rush_of_mixed_orders_ends_exactly_at_the_shared_quota(ctx, server, stripe_server, make):
+    """200 buyers at once, each ordering two tickets over two types (named in either order) that share a
+    quota of 60 below both types' own capacities: exactly 30 orders are held, then paid; nothing oversold."""
+    event = make.event()
+    standing = make.ticket(event, name="Standing", capacity=100)
+    early = make.ticket(event, name="Early bird", capacity=100)
+    quota_id = create_quota(event.id, name="floor", capacity=QUOTA, ticket_ids=[standing.id, early.id]).id
+    shapes = [[(standing.id, 1), (early.id, 1)], [(early.id, 1), (standing.id, 1)], [(standing.id, 2)],
+              [(early.id, 2)]]
+    url, barrier, results = f"{server}/events/{event.id}/checkout", threading.Barrier(BUYERS), []
+
+    def buy(i):
+        items = [{"ticket_id": t, "quantity": q} for t, q in shapes[i % len(shapes)]]
+        barrier.wait()
+        results.append(post_json(url, {"items": items, "email": f"fan{i}@example.com"}))
+
+    threads = [threading.Thread(target=buy, args=(i,)) for i in range(BUYERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    statuses = [status for status, _ in results]
+    assert not [s for s in statuses if s >= 500], statuses
+    assert statuses.count(201) == QUOTA // 2 and statuses.count(409) == BUYERS - QUOTA // 2, statuses
+    db.session.rollback()
+    quota = db.session.get(Quota, quota_id)
+    assert (quota.sold_quantity, quota.held_quantity) == (0, QUOTA)
+    assert sum(sold_and_held(t)[1] for t in (standing, early)) == QUOTA
+
+    pay_all(server, stripe_server, [(None, status, body) for status, body in results])
+    db.session.rollback()
+    quota = db.session.get(Quota, quota_id, populate_existing=True)
+    assert (quota.sold_quantity, quota.held_quantity) == (QUOTA, 0)
+    assert sum(sold_and_held(t)[0] for t in (standing, early)) == QUOTA

@@ -5,12 +5,12 @@ only the rows they are about. ``ticket_orders (paid_at, status, quantity)``: the
 reads the last 30 days of sales from the index alone, not every order ever placed.
 
 Revision ID: 0007_scale
-Revises: 0005_back_office
+Revises: 0006_order_lines
 """
 from alembic import op
 
 revision = "0007_scale"
-down_revision = "0005_back_office"
+down_revision = "0006_order_lines"
 branch_labels = None
 depends_on = None
 

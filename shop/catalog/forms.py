@@ -14,3 +14,14 @@ class CheckoutForm(FlaskForm):
     email = EmailField("Email", validators=[InputRequired("Enter your email address."), Length(max=255),
                                             Email("Enter a valid email address.", check_deliverability=False)])
     discount_code = StringField("Discount code", validators=[Optional(), Length(max=64)])
+
+
+class OrderForm(FlaskForm):
+    """The event page's one-order form: the email and code; the quantities come as ``qty-<ticket_id>`` fields."""
+
+    class Meta:
+        csrf = False
+
+    email = EmailField("Email", validators=[InputRequired("Enter your email address."), Length(max=255),
+                                            Email("Enter a valid email address.", check_deliverability=False)])
+    discount_code = StringField("Discount code", validators=[Optional(), Length(max=64)])

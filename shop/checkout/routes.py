@@ -7,7 +7,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import parse_many
 from werkzeug.datastructures import MultiDict
 
-from ..catalog.forms import CheckoutForm
+from ..catalog.forms import CheckoutForm, OrderForm
 from ..catalog.routes import render_event
 from ..errors import error_response
 from ..extensions import csrf, db, limiter
@@ -22,6 +22,7 @@ from ..services.checkout import (
     cancel_checkout,
     claim_provider_read,
     order_for_checkout,
+    price_lines,
     start_checkout,
 )
 from ..services.fulfilment import fulfil_checkout
@@ -81,6 +82,11 @@ def create(event_id, ticket_id):
         email=form.email.data.strip().lower(),
         discount_code=form.discount_code.data or "", client_ip=request.remote_addr,
         user_id=current_user.id if current_user.is_authenticated else None)
+    return _place(req, wants_json, lambda refused: _refused(event_id, ticket_id, form, refused, wants_json))
+
+
+def _place(req, wants_json, refuse):
+    """Start the checkout; answer with the payment page, or at once with the tickets of a free order."""
     urls = ReturnUrls(success=external_url(".success") + "?session_id={CHECKOUT_REF}",
                       cancel_for=lambda o: external_url(".cancel", order=o.id, token=_cancel_signer().dumps(o.id)))
     try:
@@ -88,12 +94,101 @@ def create(event_id, ticket_id):
     except CheckoutRefused as refused:
         if refused.field == "discount_code":
             _discount_attempts(hit=True)
-        return _refused(event_id, ticket_id, form, refused, wants_json)
+        return refuse(refused)
     # This browser paid for it: for a while, its success page may show the tickets (see _may_see_codes).
     session["guest_orders"] = [*session.get("guest_orders", [])[-(GUEST_ORDERS_KEPT - 1):], order.id]
     if wants_json:
-        return jsonify(order_id=order.id, checkout_url=checkout_url), 201
+        return jsonify(order_id=order.id, checkout_url=checkout_url, status=order.status), 201
+    if checkout_url is None:  # free: paid already, nothing to pay anywhere
+        return render_template("checkout/success.html", order=order, show_codes=_may_see_codes(order),
+                               refresh_url=None), 201
     return redirect(checkout_url, code=303)
+
+
+@bp.post("/events/<int:event_id>/checkout")
+@csrf.exempt  # checked below for form posts; a JSON body cannot be sent cross-site without CORS
+@rate_limit("SHOP_LIMIT_CHECKOUT")
+def create_order(event_id):
+    """One order over several ticket types: form fields ``qty-<ticket_id>``, or JSON ``{"items": […], …}``.
+
+    A form posted with its "Show price" button is priced and shown again, nothing held: the discount
+    before paying, with no script.
+    """
+    wants_json = request.is_json
+    if not wants_json and current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()
+    try:
+        items, names, form = _order_input(wants_json)
+    except CheckoutRefused as refused:
+        return _order_refused(event_id, None, {}, refused, wants_json)
+    quantities = dict(items)
+    if not form.validate():
+        field, messages = next(iter(form.errors.items()))
+        return _order_refused(event_id, form, quantities, CheckoutRefused(messages[0], field=field), wants_json)
+    if form.discount_code.data and not _discount_attempts():
+        return error_response(429, "Too many discount codes were tried from here. Please wait a while.")
+    req = CheckoutRequest(
+        event_id=event_id, ticket_id=None, quantity=None, items=tuple(items), names=names,
+        email=form.email.data.strip().lower(), discount_code=form.discount_code.data or "",
+        client_ip=request.remote_addr, user_id=current_user.id if current_user.is_authenticated else None)
+    if not wants_json and "preview" in request.form:
+        return _preview(req, form, quantities)
+    return _place(req, wants_json, lambda refused: _order_refused(event_id, form, quantities, refused, wants_json))
+
+
+def _order_input(wants_json):
+    """``([(ticket_id, quantity), …], OrderForm)`` from a JSON body or the event page's form; CheckoutRefused."""
+    if wants_json:
+        body = request.get_json(silent=True)
+        raw_items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(raw_items, list) or not all(
+                isinstance(item, dict) and _is_count(item.get("ticket_id")) and _is_count(item.get("quantity"))
+                for item in raw_items):
+            raise CheckoutRefused('The body must be a JSON object like {"items": [{"ticket_id": 1, "quantity": 2}], '
+                                  '"email": "…", "discount_code": ""}.', field="items")
+        fields = {k: str(body[k]) for k in ("email", "discount_code") if body.get(k) is not None}
+        names = {item["ticket_id"]: item["names"] for item in raw_items if isinstance(item.get("names"), list)}
+        return ([(item["ticket_id"], item["quantity"]) for item in raw_items], names,
+                OrderForm(formdata=MultiDict(fields)))
+    items = []
+    for name, value in request.form.items():
+        if name.startswith("qty-"):
+            ticket_id, value = name[4:], value.strip() or "0"
+            if not (ticket_id.isdigit() and value.isdigit() and len(value) < 4 and len(ticket_id) < 10):
+                raise CheckoutRefused("Quantities must be whole numbers.", field="quantity")
+            items.append((int(ticket_id), int(value)))
+    return items, _form_names(items), OrderForm()
+
+
+def _form_names(items):
+    """``{ticket_id: [names…]}`` from the fields ``name-<ticket_id>-<n>`` the priced page offers per ticket."""
+    return {ticket_id: [request.form.get(f"name-{ticket_id}-{n}", "") for n in range(1, quantity + 1)]
+            for ticket_id, quantity in items}
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9
+
+
+def _preview(req, form, quantities):
+    """The event page again with the order priced (after the code), nothing held."""
+    try:
+        lines, discount = price_lines(req, for_preview=True)
+    except CheckoutRefused as refused:
+        if refused.field == "discount_code":
+            _discount_attempts(hit=True)
+        return render_event(req.event_id, order_form=form, quantities=quantities, message=refused.message,
+                            status=refused.status)
+    return render_event(req.event_id, order_form=form, quantities=quantities, preview=(lines, discount))
+
+
+def _order_refused(event_id, form, quantities, refused, wants_json):
+    if wants_json:
+        return jsonify(error=refused.message, field=refused.field), refused.status
+    if refused.status in (429, 502, 503):
+        return render_template("checkout/unavailable.html", message=refused.message, event_id=event_id), refused.status
+    return render_event(event_id, order_form=form, quantities=quantities, message=refused.message,
+                        status=refused.status)
 
 
 def _refused(event_id, ticket_id, form, refused, wants_json):

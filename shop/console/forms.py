@@ -48,6 +48,9 @@ class EventForm(FlaskForm):
     timezone = StringField("Time zone (IANA, e.g. Europe/Berlin; empty: the shop's)",
                            validators=[Optional(), Length(max=64)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=10000)])
+    attendee_names = SelectField("Names on tickets", default="none", choices=[
+        SelectChoice("none", "No names"), SelectChoice("optional", "Names optional"),
+        SelectChoice("required", "A name required on every ticket")])
 
 
 class TicketTypeForm(FlaskForm):
@@ -59,6 +62,15 @@ class TicketTypeForm(FlaskForm):
     on_sale_from = LocalDateTimeField("On sale from (the event's local time; empty: now)")
     on_sale_until = LocalDateTimeField("On sale until (the event's local time; empty: until the event starts)")
     hidden = BooleanField("Hidden from the public")
+
+
+class QuotaForm(FlaskForm):
+    """A limit shared by ticket types; which types it spans is chosen when it is made and fixed after."""
+    name = StringField("Name", validators=[InputRequired(), Length(max=120)])
+    capacity = IntegerField("Capacity", validators=[InputRequired("Give the number of seats."),
+                                                    NumberRange(min=0, max=1_000_000)])
+    ticket_ids = SelectMultipleField("Ticket types it spans (none: all of them, an event-wide capacity)", coerce=int,
+                                     choices=[], widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
 
 
 class DiscountForm(FlaskForm):

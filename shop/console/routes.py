@@ -40,7 +40,16 @@ from ..services.transactions import transaction
 from ..timezones import to_local, to_utc
 from . import bp
 from .charts import sales_chart
-from .forms import CheckinForm, ConfirmForm, DiscountForm, EventForm, RefundForm, ResolveForm, TicketTypeForm
+from .forms import (
+    CheckinForm,
+    ConfirmForm,
+    DiscountForm,
+    EventForm,
+    QuotaForm,
+    RefundForm,
+    ResolveForm,
+    TicketTypeForm,
+)
 
 
 def staff_only(*roles):
@@ -106,7 +115,8 @@ def new_event():
             zone = catalog.zone_name(form.timezone.data)
             event = catalog.create_event(title=form.title.data, venue=form.venue.data, timezone=zone,
                                          starts_at=to_utc(form.starts_at.data, zone),
-                                         description=form.description.data, actor=_actor())
+                                         description=form.description.data,
+                                         attendee_names=form.attendee_names.data, actor=_actor())
         except catalog.CatalogError as error:
             _apply_error(form, error)
         else:
@@ -136,8 +146,8 @@ def edit_event(event_id):
         try:
             zone = catalog.zone_name(form.timezone.data or event.timezone)
             catalog.update_event(event_id, title=form.title.data, venue=form.venue.data, timezone=zone,
-                                 starts_at=to_utc(form.starts_at.data, zone),
-                                 description=form.description.data, actor=_actor())
+                                 starts_at=to_utc(form.starts_at.data, zone), description=form.description.data,
+                                 attendee_names=form.attendee_names.data, actor=_actor())
         except catalog.CatalogError as error:
             _apply_error(form, error)
         else:
@@ -217,6 +227,45 @@ def edit_ticket_type(ticket_id):
             flash(f"Saved {form.name.data}.")
             return redirect(url_for(".event", event_id=ticket.event_id))
     return render_template("console/ticket_form.html", form=form, event=ticket.event, ticket=ticket), \
+        400 if form.errors else 200
+
+
+# Quotas: capacity shared by ticket types -------------------------------------------------------------
+
+@bp.route("/events/<int:event_id>/quotas/new", methods=["GET", "POST"])
+@admin_only
+def new_quota(event_id):
+    event = _event_or_404(event_id)
+    form = QuotaForm()
+    form.ticket_ids.choices = [SelectChoice(t.id, t.name) for t in event.ticket_types]
+    if form.validate_on_submit():
+        try:
+            catalog.create_quota(event_id, name=form.name.data, capacity=form.capacity.data,
+                                 ticket_ids=form.ticket_ids.data or None, actor=_actor())
+        except catalog.CatalogError as error:
+            _apply_error(form, error)
+        else:
+            flash(f"Added the quota {form.name.data}.")
+            return redirect(url_for(".event", event_id=event_id))
+    return render_template("console/quota_form.html", form=form, event=event, quota=None), \
+        400 if form.errors else 200
+
+
+@bp.route("/quotas/<int:quota_id>/edit", methods=["GET", "POST"])
+@admin_only
+def edit_quota(quota_id):
+    quota = _found(catalog.get_quota, quota_id)
+    form = QuotaForm(obj=quota)
+    del form.ticket_ids  # fixed when the quota was made
+    if form.validate_on_submit():
+        try:
+            catalog.update_quota(quota_id, name=form.name.data, capacity=form.capacity.data, actor=_actor())
+        except catalog.CatalogError as error:
+            _apply_error(form, error)
+        else:
+            flash(f"Saved the quota {form.name.data}.")
+            return redirect(url_for(".event", event_id=quota.event_id))
+    return render_template("console/quota_form.html", form=form, event=quota.event, quota=quota), \
         400 if form.errors else 200
 
 
@@ -447,7 +496,8 @@ def scan_message(scan, zone):
         local = to_local(scan.checked_in_at, zone)
         at = f"{local:%H:%M} {local.tzname()}"
     return {
-        ScanResult.OK: f"Valid: checked in. {scan.ticket_type}",
+        ScanResult.OK: f"Valid: checked in. {scan.ticket_type}" + (f", {scan.attendee_name}"
+                                                                   if scan.attendee_name else ""),
         ScanResult.ALREADY_CHECKED_IN: f"Already checked in at {at}" + (f" by {scan.checked_in_by}"
                                                                          if scan.checked_in_by else ""),
         ScanResult.VOID: "Void: refunded or cancelled. Do not admit.",

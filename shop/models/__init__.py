@@ -3,14 +3,15 @@
 A payment provider's own tables live with it (``shop/payments/sandbox/models.py``).
 """
 from .audit import AuditEntry
-from .catalog import DiscountCode, Event, EventStatus, SaleState, TicketType
-from .orders import Admission, AdmissionState, OrderHistory, OrderStatus, RefundRequest, TicketOrder
+from .catalog import AttendeeNames, DiscountCode, Event, EventStatus, Quota, SaleState, TicketType
+from .orders import Admission, AdmissionState, OrderHistory, OrderItem, OrderStatus, RefundRequest, TicketOrder
 from .outbox import MessageKind, OutboxMessage, OutboxStatus
 from .payment_events import DeliveryPath, Outcome, OutcomeKind, OutcomeReason, PaymentEvent
 from .users import ApiToken, StaffRole, User
 
 __all__ = [
-    "Admission", "AdmissionState", "ApiToken", "AuditEntry", "DeliveryPath", "DiscountCode", "Event", "EventStatus",
-    "MessageKind", "OrderHistory", "OrderStatus", "Outcome", "OutcomeKind", "OutcomeReason", "OutboxMessage",
-    "OutboxStatus", "PaymentEvent", "RefundRequest", "SaleState", "StaffRole", "TicketOrder", "TicketType", "User",
+    "Admission", "AdmissionState", "ApiToken", "AttendeeNames", "AuditEntry", "DeliveryPath", "DiscountCode", "Event",
+    "EventStatus", "MessageKind", "OrderHistory", "OrderItem", "OrderStatus", "Outcome", "OutcomeKind", "OutcomeReason",
+    "OutboxMessage", "OutboxStatus", "PaymentEvent", "Quota", "RefundRequest", "SaleState", "StaffRole", "TicketOrder",
+    "TicketType", "User",
 ]

@@ -27,6 +27,13 @@ class SaleState(str, enum.Enum):
     STARTED = "started"        # the event has begun: sales always close then
 
 
+class AttendeeNames(str, enum.Enum):
+    """Whether an event asks for a name on each ticket: the organizer's choice."""
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
 class Event(db.Model):
     """An event; ``starts_at`` is naive UTC like every stored time, shown in the event's own ``timezone``."""
     __tablename__ = "events"
@@ -42,8 +49,16 @@ class Event(db.Model):
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, server_default=func.current_timestamp())
     # New events start as drafts: nothing is public or on sale until the organizer publishes it.
     status = db.Column(db.String(16), nullable=False, default=EventStatus.DRAFT.value, server_default="draft")
+    # AttendeeNames: no names, names optional, or a name required on every ticket before paying.
+    attendee_names = db.Column(db.String(16), nullable=False, default=AttendeeNames.NONE.value,
+                               server_default="none")
 
     ticket_types = db.relationship("TicketType", back_populates="event", order_by="TicketType.price, TicketType.id")
+    quotas = db.relationship("Quota", back_populates="event", order_by="Quota.id")
+
+    @property
+    def names(self):
+        return AttendeeNames(self.attendee_names)
 
     @property
     def state(self):
@@ -86,10 +101,15 @@ class TicketType(db.Model):
     hidden = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
 
     event = db.relationship("Event", back_populates="ticket_types")
+    # The shared limits this type counts against, loaded in one more query for a page's types.
+    quotas = db.relationship("Quota", secondary="quota_tickets", back_populates="ticket_types", lazy="selectin",
+                             order_by="Quota.id")
 
     @property
     def remaining(self):
-        return max(0, self.capacity - self.sold_quantity - self.held_quantity)
+        """What is left to sell: the smallest remaining limit, its own capacity or a quota it shares."""
+        own = max(0, self.capacity - self.sold_quantity - self.held_quantity)
+        return min([own, *(quota.remaining for quota in self.quotas)])
 
     def sale_state(self, now=None):
         """The :class:`SaleState` now (needs ``event`` loaded)."""
@@ -101,6 +121,41 @@ class TicketType(db.Model):
         if self.on_sale_until is not None and now >= self.on_sale_until:
             return SaleState.CLOSED
         return SaleState.ON_SALE
+
+
+quota_tickets = db.Table(
+    "quota_tickets",
+    db.Column("quota_id", db.Integer, db.ForeignKey("quotas.id"), primary_key=True),
+    db.Column("ticket_id", db.Integer, db.ForeignKey("tickets.id"), primary_key=True, index=True),
+)
+
+
+class Quota(db.Model):
+    """A limit shared by several ticket types of one event ("floor: 300" over standing and early bird).
+
+    Its counters move with its types' counters, in the same transaction, by the same conditional
+    UPDATEs (services/orders.py), always after the ticket rows (by id) and before the discount.
+    An event-wide capacity is a quota over all of the event's types.
+    """
+    __tablename__ = "quotas"
+    __table_args__ = (
+        CheckConstraint("sold_quantity >= 0 AND held_quantity >= 0", name="ck_quotas_counts_non_negative"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    event_id = db.Column(db.Integer, db.ForeignKey("events.id"), nullable=False, index=True)
+    name = db.Column(db.String(120), nullable=False)
+    capacity = db.Column(db.Integer, nullable=False)
+    sold_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    held_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+
+    event = db.relationship("Event", back_populates="quotas")
+    ticket_types = db.relationship("TicketType", secondary="quota_tickets", back_populates="quotas",
+                                   order_by="TicketType.id")
+
+    @property
+    def remaining(self):
+        return max(0, self.capacity - self.sold_quantity - self.held_quantity)
 
 
 class DiscountCode(db.Model):

@@ -1,7 +1,7 @@
 """Ticket orders, their states, and the admission tickets a paid order carries."""
 import enum
 
-from sqlalchemy import Index, func
+from sqlalchemy import Index, UniqueConstraint, func
 
 from ..extensions import db
 from .base import utcnow
@@ -103,6 +103,9 @@ class TicketOrder(db.Model):
     ticket = db.relationship("TicketType")
     discount_code = db.relationship("DiscountCode")
     admissions = db.relationship("Admission", back_populates="order", order_by="Admission.id")
+    # Loaded with the order in one more query (never one per order in a list): every page and the state
+    # machine need the lines. Ordered by ticket type, the order every lock is taken in.
+    items = db.relationship("OrderItem", back_populates="order", order_by="OrderItem.ticket_id", lazy="selectin")
 
     @property
     def state(self):
@@ -115,11 +118,43 @@ class TicketOrder(db.Model):
         return self.state.holds_seats and self.hold_expires_at is not None
 
     @property
+    def summary(self):
+        """``2 × Adult, 1 × Child``: what the order is, for pages and mails."""
+        return ", ".join(f"{item.quantity} × {item.ticket.name}" for item in self.items)
+
+    @property
     def partially_refunded(self):
         return self.state is OrderStatus.PAID and self.refunded_amount > 0
 
     def __repr__(self):
         return f"<TicketOrder {self.id} {self.status}>"
+
+
+class OrderItem(db.Model):
+    """One line of an order: a quantity of one ticket type at the unit price paid, after ``discount_amount``.
+
+    ``ticket_orders.quantity`` is the sum of an order's lines; the seat counters move per line.
+    """
+    __tablename__ = "order_items"
+    __table_args__ = (UniqueConstraint("order_id", "ticket_id", name="uq_order_items_order_ticket"),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("ticket_orders.id"), nullable=False)
+    ticket_id = db.Column(db.Integer, db.ForeignKey("tickets.id"), nullable=False, index=True)
+    quantity = db.Column(db.Integer, nullable=False)
+    unit_price = db.Column(db.Numeric(10, 2), nullable=False)          # what one ticket of this line costs
+    discount_amount = db.Column(db.Numeric(10, 2), nullable=False, default=0, server_default="0")  # off each
+    # Set when the line alone was refunded (services/refunds.py ``refund_order_line``): its seats went back then.
+    refunded_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    # The names given per ticket before paying, one a line; the admissions take them when issued.
+    attendee_names = db.Column(db.Text, nullable=True)
+
+    order = db.relationship("TicketOrder", back_populates="items")
+    ticket = db.relationship("TicketType", lazy="joined")
+
+    @property
+    def total(self):
+        return self.unit_price * self.quantity
 
 
 class AdmissionState(str, enum.Enum):
@@ -142,14 +177,24 @@ class Admission(db.Model):
 
     id = db.Column(db.Integer, primary_key=True)
     order_id = db.Column(db.Integer, db.ForeignKey("ticket_orders.id"), nullable=False, index=True)
+    # The order line (and so the ticket type) this admission belongs to.
+    order_item_id = db.Column(db.Integer, db.ForeignKey("order_items.id"), nullable=True, index=True)
     code = db.Column(db.String(32), nullable=False, unique=True)
+    # Who will use this ticket, when the event asks for names (services/tickets.py set_attendee_name).
+    attendee_name = db.Column(db.String(120), nullable=True)
     void = db.Column(db.Boolean, nullable=False, default=False, server_default="0")
     # Set once at the door by a conditional UPDATE (services/checkin.py); cleared only by an audited undo.
     checked_in_at = db.Column(db.DateTime, nullable=True)
     checked_in_by = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
 
     order = db.relationship("TicketOrder", back_populates="admissions")
+    item = db.relationship("OrderItem")
     checked_in_by_user = db.relationship("User")
+
+    @property
+    def ticket_name(self):
+        """The name of its ticket type: its order line's (admissions from before lines existed: the order's)."""
+        return (self.item or self.order).ticket.name
 
     @property
     def state(self):

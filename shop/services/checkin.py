@@ -50,10 +50,11 @@ class Scan:
     checked_in_at: datetime | None = None
     checked_in_by: str | None = None
     other_event: str | None = None
+    attendee_name: str | None = None
 
     def as_json(self):
         return {"result": self.result.value, "code": self.code, "ticket_type": self.ticket_type,
-                "order_id": self.order_id,
+                "order_id": self.order_id, "attendee_name": self.attendee_name,
                 "checked_in_at": self.checked_in_at.isoformat() + "Z" if self.checked_in_at else None,
                 "checked_in_by": self.checked_in_by, "other_event": self.other_event}
 
@@ -84,7 +85,7 @@ def check_in(event_id, text, actor):
             return Scan(ScanResult.UNKNOWN, code)
         order = admission.order
         if order.event_id != event_id:
-            return Scan(ScanResult.WRONG_EVENT, code, order.ticket.name, order.id, other_event=order.event.title)
+            return Scan(ScanResult.WRONG_EVENT, code, admission.ticket_name, order.id, other_event=order.event.title)
         now = utcnow().replace(microsecond=0)
         admitted = db.session.execute(
             update(Admission)
@@ -93,7 +94,8 @@ def check_in(event_id, text, actor):
             .execution_options(synchronize_session=False)).rowcount == 1
         if admitted:
             record(actor, "checkin", "order", order.id, note=f"ticket {code} checked in")
-            scan = Scan(ScanResult.OK, code, order.ticket.name, order.id, now, actor.label)
+            scan = Scan(ScanResult.OK, code, admission.ticket_name, order.id, now, actor.label,
+                        attendee_name=admission.attendee_name)
     if admitted:
         logger.info("event %s: ticket %s (order %s) checked in by %s", event_id, code, order.id, actor.label)
         return scan
@@ -106,10 +108,10 @@ def _why_not(code, event_id):
         admission = _admission(code)
         order = admission.order
         if admission.void:
-            return Scan(ScanResult.VOID, code, order.ticket.name, order.id)
+            return Scan(ScanResult.VOID, code, admission.ticket_name, order.id)
         by = admission.checked_in_by_user.email if admission.checked_in_by_user else None
         logger.info("event %s: ticket %s was already checked in at %s", event_id, code, admission.checked_in_at)
-        return Scan(ScanResult.ALREADY_CHECKED_IN, code, order.ticket.name, order.id, admission.checked_in_at, by)
+        return Scan(ScanResult.ALREADY_CHECKED_IN, code, admission.ticket_name, order.id, admission.checked_in_at, by)
 
 
 def undo_check_in(event_id, text, actor):

@@ -6,7 +6,7 @@ committed, never while a row is locked.
 """
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,12 +15,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
-from ..models import DiscountCode, SaleState, TicketOrder, TicketType
+from ..models import AttendeeNames, DiscountCode, OrderItem, Quota, SaleState, TicketOrder, TicketType
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import CheckoutLine, CheckoutSpec, PaymentRefused, PaymentUnavailable, gateway, order_token
 from .fulfilment import reconcile_order
-from .orders import change_status, hold_seats, lock_order, reserve_discount_use
+from .mail import notify_status_change
+from .orders import change_status, hold_lines, lock_order, reserve_discount_use
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
@@ -69,13 +70,37 @@ class PaymentProviderDown(CheckoutRefused):
 
 @dataclass
 class CheckoutRequest:
+    """One buyer's order: ``ticket_id`` and ``quantity`` for one type, or ``items`` as ``(ticket_id, quantity)``."""
     event_id: int
-    ticket_id: int
-    quantity: int
+    ticket_id: int | None
+    quantity: int | None
     email: str
     discount_code: str = ""
     user_id: int | None = None
     client_ip: str | None = None
+    items: tuple = ()
+    names: dict = field(default_factory=dict)   # {ticket_id: [a name per ticket, …]} when the event asks
+
+    def wanted(self):
+        """``[(ticket_id, quantity), …]`` by ticket type id, one entry per type (repeated types added up)."""
+        counts = {}
+        for ticket_id, quantity in self.items or ((self.ticket_id, self.quantity),):
+            counts[ticket_id] = counts.get(ticket_id, 0) + quantity
+        return sorted(counts.items())
+
+
+@dataclass(frozen=True)
+class PricedLine:
+    """One ticket type of an order as priced before the hold: what each costs, and the discount taken off each."""
+    ticket: TicketType
+    quantity: int
+    unit_price: Decimal
+    discount_amount: Decimal
+    names: tuple = ()
+
+    @property
+    def total(self):
+        return self.unit_price * self.quantity
 
 
 @dataclass(frozen=True)
@@ -148,31 +173,99 @@ def check_pending_caps(req, now=None):
                 "(its payment page, or the link we showed you) before starting another.")
 
 
-def start_checkout(req: CheckoutRequest, urls: ReturnUrls):
-    """Create a pending order holding ``req.quantity`` seats, and its payment page.
+def price_lines(req, now=None, *, for_preview=False):
+    """The order's lines priced (each type found, on sale, the discount applied), and the discount; no hold taken.
 
-    Returns ``(order, checkout_url)``. Raises a :class:`CheckoutRefused` subclass, with a
-    message for the buyer, when the request cannot be honoured: no seats stay held then (an
-    order the provider refused stays on record as ``failed``).
+    Raises a :class:`CheckoutRefused` subclass for a type that cannot be bought, a quantity out
+    of bounds or an unusable code. The event page's preview (``for_preview``: the names it asks
+    for are not required yet) and the checkout share it.
     """
     max_per_order = current_app.config["SHOP_MAX_PER_ORDER"]
-    if not 1 <= req.quantity <= max_per_order:
+    wanted = [(ticket_id, quantity) for ticket_id, quantity in req.wanted() if quantity]
+    total_count = sum(quantity for _, quantity in wanted)
+    if any(quantity < 0 for _, quantity in req.wanted()) or not 1 <= total_count <= max_per_order:
         raise CheckoutRefused(f"You can buy between 1 and {max_per_order} tickets at a time.", field="quantity")
+    tickets = [find_ticket(req.event_id, ticket_id) for ticket_id, _ in wanted]
+    for ticket in tickets:
+        check_on_sale(ticket, now)
+    discount = find_discount(req.discount_code, req.event_id, now)
+    lines = []
+    for ticket, (_, quantity) in zip(tickets, wanted, strict=True):
+        unit_price = discount.discounted_price(ticket.price) if discount else Decimal(ticket.price)
+        lines.append(PricedLine(ticket, quantity, unit_price, Decimal(ticket.price) - unit_price,
+                                _attendee_names(ticket, quantity, req.names.get(ticket.id, ()), for_preview)))
+    return lines, discount
+
+
+def _attendee_names(ticket, quantity, given, for_preview=False):
+    """The names for a line's tickets as the event asks for them: none kept, optional, or one required on each."""
+    wanted = ticket.event.names
+    if wanted is AttendeeNames.NONE:
+        return ()
+    names = tuple(str(name).strip() for name in list(given)[:quantity])
+    names += ("",) * (quantity - len(names))
+    if any(len(name) > 120 for name in names):
+        raise CheckoutRefused("A name can be at most 120 characters long.", field="names")
+    if wanted is AttendeeNames.REQUIRED and not all(names) and not for_preview:
+        raise CheckoutRefused(f"Enter a name for each ticket (“{ticket.name}”): press “Show price” for a field "
+                              "per ticket.", field="names")
+    return names
+
+
+def start_checkout(req: CheckoutRequest, urls: ReturnUrls):
+    """Create a pending order holding every line's seats, and its payment page.
+
+    Returns ``(order, checkout_url)``. An order whose total is 0 is paid at once, with no
+    provider involved: ``checkout_url`` is None then. Raises a :class:`CheckoutRefused`
+    subclass, with a message for the buyer, when the request cannot be honoured: no seats
+    stay held then (an order the provider refused stays on record as ``failed``).
+    """
     # These reads open the transaction that the hold commits (or the request's end rolls back).
-    ticket = find_ticket(req.event_id, req.ticket_id)
-    check_on_sale(ticket)
-    discount = find_discount(req.discount_code, req.event_id)
-    unit_price = discount.discounted_price(ticket.price) if discount else Decimal(ticket.price)
-    _check_minimum(unit_price * req.quantity, discount)
+    lines, discount = price_lines(req)
+    total = sum((line.total for line in lines), Decimal("0.00"))
+    if total:
+        _check_minimum(total, discount)
+    else:
+        check_free_cap(req, sum(line.quantity for line in lines))
     check_pending_caps(req)
-    line = CheckoutLine(name=f"{ticket.event.title} — {ticket.name}", quantity=req.quantity, unit_amount=unit_price)
-    order = _hold_seats(req, ticket, discount, unit_price)
-    checkout = _open_checkout(order, line, urls)
+    event_title = lines[0].ticket.event.title
+    page_lines = tuple(CheckoutLine(name=_line_name(event_title, line), quantity=line.quantity,
+                                    unit_amount=line.unit_price) for line in lines)
+    order = _hold_seats(req, lines, discount)
+    if not total:
+        return db.session.get(TicketOrder, order.id), None
+    checkout = _open_checkout(order, page_lines, urls)
     with transaction():
         db.session.execute(TicketOrder.__table__.update().where(TicketOrder.id == order.id)
                            .values(stripe_checkout_session_id=checkout.ref, checkout_url=checkout.url[:2000]))
     logger.info("order %s: checkout opened", order.id)
     return order, checkout.url
+
+
+def check_free_cap(req, quantity):
+    """Refuse more free tickets for one address and event than ``SHOP_MAX_FREE_PER_BUYER``, held or paid (0: no cap).
+
+    Free tickets cost the buyer nothing, so this is what stops one person taking a whole event.
+    """
+    cap = current_app.config["SHOP_MAX_FREE_PER_BUYER"]
+    if not cap:
+        return  # 0 switches the cap off, as with the pending caps
+    taken = db.session.execute(
+        select(func.coalesce(func.sum(TicketOrder.quantity), 0))
+        .where(TicketOrder.email == req.email, TicketOrder.event_id == req.event_id,
+               TicketOrder.total_amount == 0,
+               TicketOrder.status.in_([OrderStatus.PENDING.value, OrderStatus.PAID.value]))).scalar()
+    if taken + quantity > cap:
+        left = max(0, cap - taken)
+        raise CheckoutRefused(f"Free tickets are limited to {cap} per person for this event"
+                              f"{f'; you can take {left} more' if left else ''}.", field="quantity")
+
+
+def _pay_free_order(order):
+    """A free order is paid in the transaction that holds its seats, through the state machine and the
+    side effects fulfilment gives every payment (admissions, the confirmation in the outbox); no provider."""
+    change_status(order, OrderStatus.PAID, "free order, nothing to pay", source="checkout")
+    notify_status_change(order, OrderStatus.PENDING, OrderStatus.PAID)
 
 
 def _check_minimum(total, discount):
@@ -183,11 +276,11 @@ def _check_minimum(total, discount):
                               "these tickets cannot be sold online.", field="discount_code" if discount else None)
 
 
-def _open_checkout(order, line, urls):
+def _open_checkout(order, lines, urls):
     """Ask the provider for the payment page, with no transaction open; on failure release the seats."""
     spec = CheckoutSpec(
         order_id=order.id, order_token=order_token(order.id), email=order.email, currency=order.currency,
-        lines=(line,), success_url=urls.success, cancel_url=urls.cancel_for(order), expires_at=order.hold_expires_at,
+        lines=lines, success_url=urls.success, cancel_url=urls.cancel_for(order), expires_at=order.hold_expires_at,
         metadata={"event_id": str(order.event_id), "ticket_id": str(order.ticket_id)})
     try:
         return gateway().start_checkout(spec, idempotency_key=f"checkout-order-{order.id}")
@@ -201,47 +294,76 @@ def _open_checkout(order, line, urls):
                                   "please contact the organizer.") from exc
 
 
-def _hold_seats(req, ticket, discount, unit_price):
-    """Take the seats (and the discount use) and insert the pending order, in one short transaction."""
+def _line_name(event_title, line):
+    """The line as the payment page shows it; a discounted line says what it cost before and what came off."""
+    name = f"{event_title} — {line.ticket.name}"
+    if line.discount_amount:
+        name += f" (was {Decimal(line.ticket.price):.2f}, {line.discount_amount:.2f} off each)"
+    return name
+
+
+def _hold_seats(req, lines, discount):
+    """Take every line's seats (and the discount use) and insert the pending order, in one short transaction."""
     hold_minutes = current_app.config["SHOP_HOLD_MINUTES"]
     for attempt in range(1, HOLD_ATTEMPTS + 1):
         try:
             with transaction():
-                return _try_hold(req, ticket, discount, unit_price, hold_minutes)
+                return _try_hold(req, lines, discount, hold_minutes)
         except OperationalError as exc:
             code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
             if code not in RETRYABLE_MYSQL_ERRORS:
                 raise
-            logger.warning("hold for ticket %s: lock conflict (%s), attempt %s", ticket.id, code, attempt)
+            logger.warning("hold for event %s: lock conflict (%s), attempt %s", req.event_id, code, attempt)
             time.sleep(0.01 * attempt)
     raise Busy("So many people are buying right now that we could not hold your tickets. Please try again.")
 
 
-def _try_hold(req, ticket, discount, unit_price, hold_minutes):
-    # Cheap first: when the ticket just read shows too few seats, skip the UPDATE and its row lock.
-    # The conditional UPDATE is what really decides. Holds that ended are released by the sweeper
-    # once the provider confirms their checkout is closed, never here on the database's word.
-    if not (ticket.remaining >= req.quantity and hold_seats(ticket.id, req.quantity)):
-        remaining = db.session.get(TicketType, ticket.id, populate_existing=True).remaining
-        if remaining:
-            raise SoldOut(f"Only {remaining} {'ticket' if remaining == 1 else 'tickets'} left; please choose fewer.",
-                          field="quantity")
-        raise SoldOut("Sold out: there are no tickets of this kind left.")
+def _try_hold(req, lines, discount, hold_minutes):
+    # Cheap first: when a ticket just read shows too few seats, skip the UPDATEs and their row locks.
+    # The conditional UPDATEs are what really decide, all lines or none (an exception rolls back the
+    # lines already taken). Holds that ended are released by the sweeper once the provider confirms
+    # their checkout is closed, never here on the database's word.
+    short = next((("ticket", line.ticket.id) for line in lines if line.ticket.remaining < line.quantity), None)
+    if short is None:
+        short = hold_lines([(line.ticket.id, line.quantity) for line in lines])
+    if short is not None:
+        _refuse_sold_out(*short, several=len(lines) > 1)
     if discount is not None and not reserve_discount_use(discount.id):
         raise CheckoutRefused(UNUSABLE_CODE, field="discount_code")
+    total = sum((line.total for line in lines), Decimal("0.00"))
+    quantity = sum(line.quantity for line in lines)
     # The provider insists the page stays open at least 30 minutes when it is created, so the hold
     # gets one extra minute for the round-trip; the page then closes with the hold.
     order = TicketOrder(
-        event_id=req.event_id, ticket_id=ticket.id, user_id=req.user_id, email=req.email, client_ip=req.client_ip,
-        quantity=req.quantity, unit_price=unit_price, discount_code_id=discount.id if discount else None,
-        total_amount=unit_price * req.quantity, currency=current_app.config["SHOP_CURRENCY"],
-        status=OrderStatus.PENDING.value,
+        # ticket_id and unit_price keep their meaning for a single-type order; a mixed order names its first
+        # line's type there (and its first line's price), and its lines in order_items say the rest.
+        event_id=req.event_id, ticket_id=lines[0].ticket.id, user_id=req.user_id, email=req.email,
+        client_ip=req.client_ip, quantity=quantity, unit_price=lines[0].unit_price,
+        discount_code_id=discount.id if discount else None, total_amount=total,
+        currency=current_app.config["SHOP_CURRENCY"], status=OrderStatus.PENDING.value,
         hold_expires_at=utcnow().replace(microsecond=0) + timedelta(minutes=hold_minutes + 1))
+    order.items = [OrderItem(ticket_id=line.ticket.id, quantity=line.quantity, unit_price=line.unit_price,
+                             discount_amount=line.discount_amount, attendee_names="\n".join(line.names) or None)
+                   for line in lines]
     db.session.add(order)
     db.session.flush()
+    if not total:
+        _pay_free_order(order)
     db.session.expunge(order)  # kept for the provider call, which runs with no transaction open
-    logger.info("order %s: holding %s × ticket %s", order.id, order.quantity, ticket.id)
+    logger.info("order %s: holding %s", order.id,
+                ", ".join(f"{line.quantity} × ticket {line.ticket.id}" for line in lines))
     return order
+
+
+def _refuse_sold_out(kind, row_id, several):
+    """SoldOut for the ticket type (or the quota) that did not fit, saying how many of it are left."""
+    row = db.session.get(TicketType if kind == "ticket" else Quota, row_id, populate_existing=True)
+    remaining = row.remaining
+    what = f" of “{row.name}”" if several or kind == "quota" else ""
+    if remaining:
+        raise SoldOut(f"Only {remaining} {'ticket' if remaining == 1 else 'tickets'}{what} left; "
+                      "please choose fewer.", field="quantity")
+    raise SoldOut(f"Sold out: there are no tickets{what or ' of this kind'} left.")
 
 
 def _abandon(order_id, cause):

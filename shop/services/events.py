@@ -16,15 +16,16 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import ConfigError, timezone_name
 from ..extensions import db
-from ..models import DiscountCode, Event, EventStatus, TicketType
+from ..models import AttendeeNames, DiscountCode, Event, EventStatus, Quota, TicketType
 from ..timezones import to_utc
 from .audit import CLI, record, snapshot
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
 
-EVENT_FIELDS = ("title", "venue", "description", "starts_at", "timezone")
+EVENT_FIELDS = ("title", "venue", "description", "starts_at", "timezone", "attendee_names")
 TICKET_FIELDS = ("name", "price", "capacity", "on_sale_from", "on_sale_until", "hidden")
+QUOTA_FIELDS = ("name", "capacity")
 DISCOUNT_FIELDS = ("percent_off", "amount_off", "max_uses", "event_id", "valid_from", "valid_until")
 MAX_AMOUNT = Decimal("100000000")
 MAX_CAPACITY = 1_000_000
@@ -94,6 +95,10 @@ def _event_values(changes):
         values["starts_at"] = changes["starts_at"]
     if "timezone" in changes:
         values["timezone"] = zone_name(changes["timezone"])
+    if changes.get("attendee_names") is not None:
+        if changes["attendee_names"] not in {n.value for n in AttendeeNames}:
+            raise CatalogError("attendee names must be none, optional or required", "attendee_names")
+        values["attendee_names"] = changes["attendee_names"]
     return values
 
 
@@ -119,6 +124,11 @@ def get_discount(discount_id):
     return _get(DiscountCode, discount_id, f"There is no discount code {discount_id}.")
 
 
+def get_quota(quota_id):
+    """The quota (its event and ticket types load on use), or NotFound."""
+    return _get(Quota, quota_id, f"There is no quota {quota_id}.")
+
+
 def _locked(model, row_id, missing):
     row = db.session.execute(select(model).where(model.id == row_id).with_for_update()
                              .execution_options(populate_existing=True)).scalar_one_or_none()
@@ -127,10 +137,11 @@ def _locked(model, row_id, missing):
     return row
 
 
-def create_event(*, title, starts_at, venue, description="", timezone=None, publish=False, actor=CLI):
+def create_event(*, title, starts_at, venue, description="", timezone=None, publish=False, attendee_names="none",
+                 actor=CLI):
     """Create an event, a draft unless ``publish``, shown in ``timezone`` (default ``SHOP_TIMEZONE``); returns it."""
     values = _event_values({"title": title, "venue": venue, "description": description, "starts_at": starts_at,
-                            "timezone": timezone})
+                            "timezone": timezone, "attendee_names": attendee_names})
     with transaction():
         event = Event(status=(EventStatus.PUBLISHED if publish else EventStatus.DRAFT).value, **values)
         db.session.add(event)
@@ -310,3 +321,67 @@ def update_discount(discount_id, *, actor=CLI, **changes):
         record(actor, "discount.edit", "discount", discount.id, before=before,
                after=snapshot(discount, DISCOUNT_FIELDS))
     return discount
+
+
+def _quota_capacity(value):
+    try:
+        capacity = int(str(value).strip())
+    except ValueError:
+        raise CatalogError(f"{value!r} is not a whole number of seats", "capacity") from None
+    if not 0 <= capacity <= MAX_CAPACITY:
+        raise CatalogError(f"a capacity must be between 0 and {MAX_CAPACITY}", "capacity")
+    return capacity
+
+
+def create_quota(event_id, *, name, capacity, ticket_ids=None, actor=CLI):
+    """A limit shared by ``ticket_ids`` (all of the event's types when None: an event-wide capacity); returns it.
+
+    Its counters start from what its types have sold and held, read under those rows' locks (taken
+    by id, as every hold does), so no checkout slips in between; a capacity below that is refused.
+    """
+    name, capacity = _text(name, "name", 120, "quota's name"), _quota_capacity(capacity)
+    with transaction():
+        event = _get(Event, event_id, f"There is no event {event_id}.")
+        query = select(TicketType).where(TicketType.event_id == event.id)
+        if ticket_ids is not None:
+            query = query.where(TicketType.id.in_(set(ticket_ids)))
+        types = db.session.execute(query.order_by(TicketType.id).with_for_update()
+                                   .execution_options(populate_existing=True)).scalars().all()
+        if not types or (ticket_ids is not None and len(types) != len(set(ticket_ids))):
+            raise CatalogError("a quota needs one or more ticket types of this event", "ticket_ids")
+        sold, held = sum(t.sold_quantity for t in types), sum(t.held_quantity for t in types)
+        if capacity < sold + held:
+            raise CatalogError(f"the capacity cannot be below the {sold + held} seat(s) sold or held "
+                               f"({sold} sold, {held} held)", "capacity")
+        quota = Quota(event_id=event.id, name=name, capacity=capacity, sold_quantity=sold, held_quantity=held,
+                      ticket_types=types)
+        db.session.add(quota)
+        db.session.flush()
+        record(actor, "quota.create", "quota", quota.id,
+               after={"name": name, "capacity": capacity, "ticket_ids": [t.id for t in types]})
+    logger.info("quota %s (%s: %s) over ticket types %s created by %s", quota.id, name, capacity,
+                [t.id for t in types], actor.label)
+    return quota
+
+
+def update_quota(quota_id, *, actor=CLI, **changes):
+    """Rename a quota or change its capacity, never below what is sold plus held (under its row lock)."""
+    unknown = set(changes) - set(QUOTA_FIELDS)
+    if unknown:
+        raise CatalogError(f"a quota has no field {', '.join(sorted(unknown))}")
+    values = {}
+    if changes.get("name") is not None:
+        values["name"] = _text(changes["name"], "name", 120, "quota's name")
+    if changes.get("capacity") is not None:
+        values["capacity"] = _quota_capacity(changes["capacity"])
+    with transaction():
+        quota = _locked(Quota, quota_id, f"There is no quota {quota_id}.")
+        taken = quota.sold_quantity + quota.held_quantity
+        if values.get("capacity", quota.capacity) < taken:
+            raise CatalogError(f"the capacity cannot be below the {taken} seat(s) sold or held "
+                               f"({quota.sold_quantity} sold, {quota.held_quantity} held)", "capacity")
+        before = snapshot(quota, QUOTA_FIELDS)
+        for name, value in values.items():
+            setattr(quota, name, value)
+        record(actor, "quota.edit", "quota", quota.id, before=before, after=snapshot(quota, QUOTA_FIELDS))
+    return quota

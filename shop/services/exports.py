@@ -19,15 +19,16 @@ Times are UTC in ISO 8601 (``2027-03-01T19:30:00``); amounts are decimals with t
 import csv
 import io
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
-from ..models import Admission, DiscountCode, TicketOrder, TicketType, User
+from ..models import Admission, DiscountCode, OrderItem, TicketOrder, TicketType, User
 
 ORDER_COLUMNS = ("order_id", "created_at", "paid_at", "status", "email", "ticket_type", "quantity", "unit_price",
                  "discount_code", "total_amount", "refunded_amount", "currency", "payment_ref")
-ATTENDEE_COLUMNS = ("ticket_code", "order_id", "email", "ticket_type", "valid", "checked_in_at", "checked_in_by")
+ATTENDEE_COLUMNS = ("ticket_code", "order_id", "email", "ticket_type", "valid", "checked_in_at", "checked_in_by",
+                    "attendee_name")
 BATCH = 1000
 # A cell starting with one of these is a formula to a spreadsheet: an email like "=HYPERLINK(…)" must stay text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -76,10 +77,12 @@ def attendees_csv(event_id):
     """The event's admission tickets as CSV text chunks (``ATTENDEE_COLUMNS``), by order."""
     checker = aliased(User)
     query = (select(Admission.code, TicketOrder.id, TicketOrder.email, TicketType.name, Admission.void,
-                    Admission.checked_in_at, checker.email)
+                    Admission.checked_in_at, checker.email, Admission.attendee_name)
              .join(TicketOrder, TicketOrder.id == Admission.order_id)
-             .join(TicketType, TicketType.id == TicketOrder.ticket_id)
+             # Each admission's own line says its type (a mixed order has several).
+             .outerjoin(OrderItem, OrderItem.id == Admission.order_item_id)
+             .join(TicketType, TicketType.id == func.coalesce(OrderItem.ticket_id, TicketOrder.ticket_id))
              .outerjoin(checker, checker.id == Admission.checked_in_by)
              .where(TicketOrder.event_id == event_id).order_by(TicketOrder.id, Admission.id))
-    return _lines(ATTENDEE_COLUMNS, ((code, order_id, email, name, "no" if void else "yes", at, by)
-                                     for code, order_id, email, name, void, at, by in _streamed(query)))
+    return _lines(ATTENDEE_COLUMNS, ((code, order_id, email, name, "no" if void else "yes", at, by, attendee)
+                                     for code, order_id, email, name, void, at, by, attendee in _streamed(query)))

@@ -3,7 +3,8 @@
 Callers lock the order first (``lock_order``) inside a transaction; ``change_status``
 re-checks the current state, applies the move's effects on the ticket type and discount
 counters with single-statement UPDATEs (each takes that row's lock for the rest of the
-short transaction), and logs the cause. Lock order everywhere: order → ticket → discount.
+short transaction), and logs the cause. Lock order everywhere: order → tickets (by id) → quotas (by id)
+→ discount.
 """
 import base64
 import logging
@@ -12,8 +13,9 @@ import secrets
 from sqlalchemy import or_, select, update
 
 from ..extensions import db
-from ..models import Admission, DiscountCode, OrderHistory, TicketOrder, TicketType
+from ..models import Admission, DiscountCode, OrderHistory, Quota, TicketOrder, TicketType
 from ..models.base import utcnow
+from ..models.catalog import quota_tickets
 from ..models.orders import TRANSITIONS, OrderStatus
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,40 @@ def lock_order(order_id):
         select(TicketOrder).where(TicketOrder.id == order_id).with_for_update(of=TicketOrder)
         .execution_options(populate_existing=True)
     ).unique().scalar_one_or_none()
+
+
+def hold_lines(lines):
+    """Hold every ``(ticket_id, quantity)`` line, within its type's capacity and every quota it shares, or none.
+
+    Returns None when all fit, else what did not: ``("ticket", id)`` or ``("quota", id)``. The rows are
+    taken in one fixed order, ticket types by id then quotas by id, as every other path does, so
+    two orders over the same types wait for each other instead of deadlocking. Whatever was taken
+    before a refusal stays taken until the caller's transaction rolls it back.
+    """
+    for ticket_id, quantity in sorted(lines):
+        if not hold_seats(ticket_id, quantity):
+            return "ticket", ticket_id
+    for quota_id, quantity in quota_totals(lines):
+        if not _bump(Quota, quota_id, _quota_free(quantity), held_quantity=quantity):
+            return "quota", quota_id
+    return None
+
+
+def quota_totals(lines):
+    """``[(quota_id, quantity), …]`` by quota id: how many of the ``(ticket_id, quantity)`` lines each quota counts."""
+    quantities = dict(lines)
+    if not quantities:
+        return []
+    totals = {}
+    for quota_id, ticket_id in db.session.execute(
+            select(quota_tickets.c.quota_id, quota_tickets.c.ticket_id)
+            .where(quota_tickets.c.ticket_id.in_(quantities))):
+        totals[quota_id] = totals.get(quota_id, 0) + quantities[ticket_id]
+    return sorted(totals.items())
+
+
+def _quota_free(quantity):
+    return Quota.capacity - Quota.sold_quantity - Quota.held_quantity >= quantity
 
 
 def hold_seats(ticket_id, quantity):
@@ -101,14 +137,21 @@ def change_status(order, new_status, cause, *, source="", actor_id=None):
     if new is OrderStatus.PAID:
         order.paid_at = utcnow()
         # 80 random bits in base32 (A–Z, 2–7: no 0, 1 or 8 to misread as O, I or B); a code opens its ticket page.
-        db.session.add_all(Admission(order_id=order.id, code=base64.b32encode(secrets.token_bytes(10)).decode())
-                           for _ in range(order.quantity))
+        db.session.add_all(Admission(order_id=order.id, order_item_id=item.id, attendee_name=name,
+                                     code=base64.b32encode(secrets.token_bytes(10)).decode())
+                           for item in order.items for name in _names_of(item))
     elif old is OrderStatus.PAID:
         db.session.execute(update(Admission).where(Admission.order_id == order.id).values(void=True))
     order.status = new.value
     record_history(order.id, old.value, new.value, cause, source=source, actor_id=actor_id)
     logger.info("order %s: %s → %s (%s)", order.id, old.value, new.value, cause)
     return True
+
+
+def _names_of(item):
+    """One entry per ticket of the line: the name given before paying, or None."""
+    names = (item.attendee_names or "").split("\n")
+    return [(names[n].strip() or None) if n < len(names) else None for n in range(item.quantity)]
 
 
 def record_history(order_id, from_status, to_status, cause, *, source="", actor_id=None):
@@ -119,13 +162,13 @@ def record_history(order_id, from_status, to_status, cause, *, source="", actor_
 
 def _move_held_counts(order, old, new, held):
     """Counters for a move that needs nothing new: the order's seats and code use move with it."""
-    qty, code_id = order.quantity, order.discount_code_id
-    if held and new is OrderStatus.PAID:
-        _bump(TicketType, order.ticket_id, held_quantity=-qty, sold_quantity=qty)
-    elif held and not new.holds_seats:
-        _bump(TicketType, order.ticket_id, held_quantity=-qty)
-    elif old is OrderStatus.PAID:
-        _bump(TicketType, order.ticket_id, sold_quantity=-qty)
+    deltas, lines = _seat_moves(order, old, new, held)
+    # Ticket types by id, then quotas by id: the one lock order of every path.
+    for ticket_id, qty in sorted(lines):
+        _bump(TicketType, ticket_id, **{column: sign * qty for column, sign in deltas.items()})
+    for quota_id, qty in quota_totals(lines):
+        _bump(Quota, quota_id, **{column: sign * qty for column, sign in deltas.items()})
+    code_id = order.discount_code_id
     if not code_id:
         return
     if held and not new.holds_seats:
@@ -136,6 +179,19 @@ def _move_held_counts(order, old, new, held):
         _bump(DiscountCode, code_id, used_count=-1)
 
 
+def _seat_moves(order, old, new, held):
+    """``({counter: +1 or -1}, [(ticket_id, quantity), …])``: how a move shifts the order's seats."""
+    if held and new is OrderStatus.PAID:
+        return {"held_quantity": -1, "sold_quantity": 1}, [(i.ticket_id, i.quantity) for i in order.items]
+    if held and not new.holds_seats:
+        return {"held_quantity": -1}, [(i.ticket_id, i.quantity) for i in order.items]
+    if old is OrderStatus.PAID:
+        # A line refunded on its own gave its seats back then.
+        return {"sold_quantity": -1}, [(i.ticket_id, i.quantity - i.refunded_quantity)
+                                       for i in order.items if i.quantity > i.refunded_quantity]
+    return {}, []
+
+
 def _retake_within_limits(order, new):
     """Take again the seats (and the code use) of an order whose hold was released: a late payment.
 
@@ -144,8 +200,13 @@ def _retake_within_limits(order, new):
     """
     column = "held_quantity" if new.holds_seats else "sold_quantity"
     with db.session.begin_nested():  # an exception inside rolls back to here
-        if not _bump(TicketType, order.ticket_id, _seats_free(order.quantity), **{column: order.quantity}):
-            raise LimitReached(f"order {order.id}: {order.quantity} seat(s) no longer available", "seats")
+        for item in order.items:
+            if not _bump(TicketType, item.ticket_id, _seats_free(item.quantity), **{column: item.quantity}):
+                raise LimitReached(f"order {order.id}: {item.quantity} seat(s) of ticket {item.ticket_id} "
+                                   "no longer available", "seats")
+        for quota_id, qty in quota_totals([(item.ticket_id, item.quantity) for item in order.items]):
+            if not _bump(Quota, quota_id, _quota_free(qty), **{column: qty}):
+                raise LimitReached(f"order {order.id}: quota {quota_id} has no {qty} seat(s) left", "seats")
         code_column = "reserved_count" if new.holds_seats else "used_count"
         if order.discount_code_id and not _bump(DiscountCode, order.discount_code_id, _discount_use_left(),
                                                 **{code_column: 1}):

@@ -9,16 +9,16 @@ unique), so a provider without idempotency keys of its own (the sandbox) refunds
 import logging
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models import Outcome, OutcomeKind, OutcomeReason, RefundRequest
+from ..models import Admission, OrderItem, Outcome, OutcomeKind, OutcomeReason, Quota, RefundRequest, TicketType
 from ..models.orders import OrderStatus
 from ..payments import PaymentRefused, PaymentUnavailable, gateway
 from .audit import CLI, record
 from .fulfilment import LATE_PAYMENT_REFUND_REASON, reconcile_order
-from .orders import flag_for_attention, lock_order
+from .orders import flag_for_attention, lock_order, quota_totals
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,35 @@ def refund_order(order_id, reason, path="console", *, amount=None, request_key=N
     what = f"{amount} refund" if amount is not None else "refund"
     return reconcile_order(order_id, path, refund_over_limit=False, actor_id=actor.user_id,
                            cause=f"{what} requested by {actor.label} via {path}")
+
+
+def refund_order_line(order_id, item_id, reason, path="console", *, actor=CLI):
+    """Refund one line of a paid order: its amount through the provider, then its tickets void and its seats free.
+
+    The line's own request key makes it one refund however often it is asked. The seats go back
+    only once the provider shows the money refunded, by one conditional UPDATE of the line
+    (``refunded_quantity``), so a repeat changes nothing. Returns the :class:`Outcome` of the re-read.
+    """
+    with transaction():
+        item = db.session.get(OrderItem, item_id)
+        if item is None or item.order_id != order_id:
+            raise RefundNotPossible(f"order {order_id} has no line {item_id}")
+        amount, quantity, ticket_id = item.total, item.quantity, item.ticket_id
+    outcome = refund_order(order_id, reason, path, amount=amount, request_key=f"line-{item_id}", actor=actor)
+    with transaction():
+        order = lock_order(order_id)
+        if order.state is OrderStatus.PAID and order.refunded_amount >= amount and db.session.execute(
+                update(OrderItem).where(OrderItem.id == item_id, OrderItem.refunded_quantity == 0)
+                .values(refunded_quantity=quantity)).rowcount:
+            db.session.execute(update(TicketType).where(TicketType.id == ticket_id)
+                               .values(sold_quantity=TicketType.sold_quantity - quantity))
+            for quota_id, count in quota_totals([(ticket_id, quantity)]):
+                db.session.execute(update(Quota).where(Quota.id == quota_id)
+                                   .values(sold_quantity=Quota.sold_quantity - count))
+            db.session.execute(update(Admission).where(Admission.order_item_id == item_id).values(void=True))
+            logger.info("order %s: line %s refunded, %s seat(s) of ticket %s free again",
+                        order_id, item_id, quantity, ticket_id)
+    return outcome
 
 
 def _claim(key, order_id, amount, reason, actor):

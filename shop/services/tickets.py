@@ -4,6 +4,7 @@ A ticket's code is its only key (``/tickets/<code>``): 80 random bits, so pages 
 found by guessing. A guest finds their orders again through a signed link mailed to the
 address they bought with (:func:`lookup_link`), which lists that address's orders.
 """
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,11 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
 from ..extensions import db
-from ..models import Admission, OrderStatus, TicketOrder
+from ..models import Admission, AttendeeNames, OrderStatus, TicketOrder
 from ..models.base import utcnow
 from ..timezones import to_local
 from ..urls import external_url
 from . import links
+from .transactions import transaction
+
+logger = logging.getLogger(__name__)
 
 # Codes are base32 (A–Z, 2–7) now and were hex before; people may type them in lower case or with spaces.
 CODE = re.compile(r"[A-Z0-9]{8,32}")
@@ -42,7 +46,35 @@ def find_admission(code):
     return db.session.execute(
         select(Admission).where(Admission.code == code)
         .options(joinedload(Admission.order).joinedload(TicketOrder.event),
-                 joinedload(Admission.order).joinedload(TicketOrder.ticket))).unique().scalar_one_or_none()
+                 joinedload(Admission.order).joinedload(TicketOrder.ticket),
+                 joinedload(Admission.item))).unique().scalar_one_or_none()
+
+
+class NameNotChangeable(Exception):
+    """The ticket's name cannot be set now; the message says why."""
+
+
+def set_attendee_name(code, name):
+    """Put ``name`` on the ticket ``code`` (whoever holds the code may), until its event starts; returns it.
+
+    Raises NameNotChangeable for an event that asks for no names, one that has started, a void
+    ticket, or a name that is too long (or empty where names are required).
+    """
+    name = (name or "").strip()
+    with transaction():
+        admission = find_admission(code)
+        if admission is None:
+            raise NameNotChangeable("There is no ticket with that code.")
+        event = admission.order.event
+        if event.names is AttendeeNames.NONE:
+            raise NameNotChangeable("This event does not ask for names on tickets.")
+        if event.has_started() or admission.void:
+            raise NameNotChangeable("The name on this ticket can no longer be changed.")
+        if len(name) > 120 or (not name and event.names is AttendeeNames.REQUIRED):
+            raise NameNotChangeable("Enter a name of at most 120 characters.")
+        admission.attendee_name = name or None
+    logger.info("ticket %s (order %s): attendee name changed", admission.code, admission.order_id)
+    return admission
 
 
 def ticket_url(code):
@@ -71,7 +103,7 @@ def calendar_file(order, admissions=None):
     if event.venue:
         entry.add("location", event.venue)
     tickets = "\n".join(ticket_url(a.code) for a in admissions if not a.void)
-    entry.add("description", f"Order #{order.id}: {order.quantity} × {order.ticket.name}\n{tickets}".strip())
+    entry.add("description", f"Order #{order.id}: {order.summary}\n{tickets}".strip())
     calendar.add_component(entry)
     calendar.add_missing_timezones()
     return calendar.to_ical()

@@ -1,10 +1,18 @@
-from flask import abort, current_app, make_response, render_template
+from flask import abort, current_app, flash, make_response, redirect, render_template, request, url_for
 
 from ..models.base import utcnow
 from ..security import private_page, rate_limit
 from ..services.links import LinkExpired, LinkInvalid
 from ..services.mail import send_order_lookup
-from ..services.tickets import calendar_file, email_from_lookup, find_admission, group_by_event, orders_for_email
+from ..services.tickets import (
+    NameNotChangeable,
+    calendar_file,
+    email_from_lookup,
+    find_admission,
+    group_by_event,
+    orders_for_email,
+    set_attendee_name,
+)
 from . import bp
 from .forms import LookupForm
 
@@ -22,6 +30,23 @@ def ticket(code):
         abort(404, "There is no ticket with that code. Check the link in your email.")
     return render_template("tickets/ticket.html", admission=admission, order=admission.order,
                            event=admission.order.event)
+
+
+@bp.post("/tickets/<code>/name")
+@private_page
+@rate_limit("SHOP_LIMIT_CHECKOUT")
+def ticket_name(code):
+    """Whoever holds the ticket names who will use it, until the event starts."""
+    try:
+        admission = set_attendee_name(code, request.form.get("attendee_name", ""))
+    except NameNotChangeable as refused:
+        admission = find_admission(code)
+        if admission is None:
+            abort(404)
+        return render_template("tickets/ticket.html", admission=admission, order=admission.order,
+                               event=admission.order.event, name_error=refused.args[0]), 400
+    flash("Saved the name on this ticket.")
+    return redirect(url_for(".ticket", code=admission.code), code=303)
 
 
 @bp.get("/tickets/<code>/calendar.ics")
