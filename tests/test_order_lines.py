@@ -166,8 +166,14 @@ def test_full_discount_makes_a_free_order_through_the_per_type_route(ctx, form_c
     calls_before = len(stripe_server.requests)
     response = form_client.post(f"/events/{ticket.event_id}/tickets/{ticket.id}/checkout",
                                 data={"quantity": "1", "email": "vip@example.com", "discount_code": "guest"})
-    assert response.status_code == 201 and "Paid" in response.get_data(as_text=True)
+    # Post/redirect/get: the page it lands on can be reloaded without placing the order twice.
+    assert response.status_code == 303 and "/checkout/placed/" in response.headers["Location"]
+    for _ in range(2):
+        page = form_client.get(response.headers["Location"])
+        assert page.status_code == 200 and "Paid" in page.get_data(as_text=True)
     order = db.session.execute(select(TicketOrder)).scalar_one()
+    assert all(a.code in page.get_data(as_text=True) for a in order.admissions)  # the browser that placed it
+    assert form_client.get("/checkout/placed/forged").status_code == 404
     assert order.status == "paid" and len(order.admissions) == 1 and order.discount_code.used_count == 1
     assert len(stripe_server.requests) == calls_before
 

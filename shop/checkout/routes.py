@@ -100,9 +100,28 @@ def _place(req, wants_json, refuse):
     if wants_json:
         return jsonify(order_id=order.id, checkout_url=checkout_url, status=order.status), 201
     if checkout_url is None:  # free: paid already, nothing to pay anywhere
-        return render_template("checkout/success.html", order=order, show_codes=_may_see_codes(order),
-                               refresh_url=None), 201
+        # Post/redirect/get: reloading the page it lands on must not place the order again.
+        return redirect(url_for(".order_placed", token=_placed_signer().dumps(order.id)), code=303)
     return redirect(checkout_url, code=303)
+
+
+def _placed_signer():
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="order-placed")
+
+
+@bp.get("/checkout/placed/<token>")
+@rate_limit("SHOP_LIMIT_SUCCESS_PAGE")
+@private_page
+def order_placed(token):
+    """Where a free order lands: its status, and its tickets for the browser that placed it (as after paying)."""
+    try:
+        order_id = _placed_signer().loads(token, max_age=24 * 3600)
+    except BadSignature:
+        abort(404)
+    order = db.session.get(TicketOrder, order_id) if isinstance(order_id, int) else None
+    if order is None:
+        abort(404)
+    return render_template("checkout/success.html", order=order, show_codes=_may_see_codes(order), refresh_url=None)
 
 
 @bp.post("/events/<int:event_id>/checkout")
