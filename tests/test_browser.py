@@ -70,9 +70,9 @@ def sandbox_shop(shop_app, live_server):
 
 
 def buy(page, ticket_id, quantity, email):
-    """Fill in one ticket type's form on the event page and press Buy."""
-    form = page.locator(f"#ticket-{ticket_id}")
-    form.get_by_label("Quantity").fill(str(quantity))
+    """Fill in the event page's one order form for one kind of ticket and press Buy."""
+    form = page.locator("#order")
+    form.locator(f"#qty-{ticket_id}").fill(str(quantity))
     form.get_by_label("Email").fill(email)
     form.get_by_role("button", name="Buy").click()
 

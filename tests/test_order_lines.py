@@ -302,3 +302,22 @@ def test_organizer_chooses_names_in_the_console_and_the_cli(app, ctx, form_clien
     assert edited.exit_code == 0 and reload(event).attendee_names == "optional"
     refused = app.test_cli_runner().invoke(args=["shop", "edit-event", str(event.id), "--attendee-names", "some"])
     assert refused.exit_code != 0 and reload(event).attendee_names == "optional"
+
+
+def test_names_are_given_after_paying_from_the_order_page(ctx, form_client, auth, make, place_order, pay, reload):
+    buyer = make.user(email="parent@example.com")
+    event = make.event(attendee_names="optional")
+    order = pay(place_order(make.ticket(event, name="Seat"), quantity=2, email=buyer.email, user=buyer))
+    auth.login(buyer)
+    page = form_client.get(f"/orders/{order.id}").get_data(as_text=True)
+    first, second = order.admissions
+    assert all(f'action="/tickets/{a.code}/name"' in page for a in (first, second))
+
+    saved = form_client.post(f"/tickets/{second.code}/name", data={"attendee_name": "Grace", "return_to": "order"})
+
+    assert saved.status_code == 303 and saved.headers["Location"].endswith(f"/orders/{order.id}")
+    assert (reload(first).attendee_name, reload(second).attendee_name) == (None, "Grace")
+    assert 'value="Grace"' in form_client.get(f"/orders/{order.id}").get_data(as_text=True)
+    event.starts_at = event.starts_at.replace(year=2000)
+    db.session.commit()
+    assert "Names on the tickets" not in form_client.get(f"/orders/{order.id}").get_data(as_text=True)

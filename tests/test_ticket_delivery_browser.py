@@ -75,8 +75,8 @@ def buy_as_guest(page, shop, ticket, quantity, email, before_paying=None):
     """
     from playwright.sync_api import expect
     page.goto(f"{shop.url}/events/{ticket.event_id}")
-    form = page.locator(f"#ticket-{ticket.id}")
-    form.get_by_label("Quantity").fill(str(quantity))
+    form = page.locator("#order")
+    form.locator(f"#qty-{ticket.id}").fill(str(quantity))
     form.get_by_label("Email").fill(email)
     form.get_by_role("button", name="Buy").click()
     expect(page).to_have_url(re.compile(re.escape(f"{shop.stripe.url}/c/pay/cs_test_")))

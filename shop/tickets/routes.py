@@ -46,6 +46,8 @@ def ticket_name(code):
         return render_template("tickets/ticket.html", admission=admission, order=admission.order,
                                event=admission.order.event, name_error=refused.args[0]), 400
     flash("Saved the name on this ticket.")
+    if request.form.get("return_to") == "order":  # named from the order page, which lists every ticket
+        return redirect(url_for("account.order", order_id=admission.order_id), code=303)
     return redirect(url_for(".ticket", code=admission.code), code=303)
 
 
