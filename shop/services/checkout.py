@@ -19,6 +19,7 @@ from ..models import AttendeeNames, DiscountCode, OrderItem, Quota, SaleState, T
 from ..models.base import utcnow
 from ..models.orders import OrderStatus
 from ..payments import CheckoutLine, CheckoutSpec, PaymentRefused, PaymentUnavailable, gateway, order_token
+from ..timezones import local_label
 from .fulfilment import reconcile_order
 from .mail import notify_status_change
 from .orders import change_status, hold_lines, lock_order, reserve_discount_use
@@ -127,7 +128,7 @@ def check_on_sale(ticket, now=None):
     if state is SaleState.STARTED:
         raise CheckoutRefused("This event has already started; tickets are no longer sold.")
     if state is SaleState.NOT_YET:
-        raise NotOnSale(f"These tickets go on sale on {ticket.on_sale_from:%a %d %b %Y, %H:%M} UTC.")
+        raise NotOnSale(f"These tickets go on sale on {local_label(ticket.on_sale_from, ticket.event.timezone)}.")
     if state is SaleState.CLOSED:
         raise NotOnSale("Sales for these tickets have closed.")
 
