@@ -1,10 +1,12 @@
 """Capacity shared across ticket types: quotas held, sold and released with their types, edited within limits."""
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import select
 
 from shop.extensions import db
 from shop.models import AuditEntry, Quota, TicketOrder
-from shop.services.events import CatalogError, create_quota, update_quota
+from shop.services.events import CatalogError, add_ticket_type, create_quota, update_quota
 from shop.services.fulfilment import reconcile_order
 
 
@@ -109,3 +111,20 @@ def test_quotas_in_the_console(ctx, form_client, staff, make, reload):
     assert reload(quota).capacity == 250
     door = staff.login("door")
     assert door and form_client.get(f"/console/quotas/{quota.id}/edit").status_code in (302, 403, 404)
+
+
+def test_a_ticket_type_added_later_counts_against_the_event_wide_capacity(ctx, client, make, reload):
+    event = make.event()
+    early = make.ticket(event, name="Early", capacity=10)
+    hall = create_quota(event.id, name="hall", capacity=3)  # every type: the event-wide capacity
+    floor = create_quota(event.id, name="floor", capacity=5, ticket_ids=[early.id])
+    late = add_ticket_type(event.id, name="Late", price=Decimal("20.00"), capacity=10)
+
+    assert hall.event_wide and not floor.event_wide
+    assert [t.id for t in reload(hall).ticket_types] == [early.id, late.id]
+    assert [t.id for t in reload(floor).ticket_types] == [early.id]  # a named quota keeps its types
+    assert order_json(client, event, [(early, 2)]).status_code == 201
+    refused = order_json(client, event, [(late, 2)], email="late@example.com")
+    assert refused.status_code == 409 and reload(hall).held_quantity == 2
+    assert order_json(client, event, [(late, 1)], email="late@example.com").status_code == 201
+    assert reload(hall).held_quantity == 3

@@ -29,6 +29,7 @@ def upgrade():
         sa.Column("capacity", sa.Integer, nullable=False),
         sa.Column("sold_quantity", sa.Integer, nullable=False, server_default="0"),
         sa.Column("held_quantity", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("event_wide", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.CheckConstraint("sold_quantity >= 0 AND held_quantity >= 0", name="ck_quotas_counts_non_negative"),
     )
     op.create_table(

@@ -3,7 +3,7 @@ import enum
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import CheckConstraint, Index, func
+from sqlalchemy import CheckConstraint, Index, false, func
 
 from ..extensions import db
 from .base import utcnow
@@ -135,7 +135,8 @@ class Quota(db.Model):
 
     Its counters move with its types' counters, in the same transaction, by the same conditional
     UPDATEs (services/orders.py), always after the ticket rows (by id) and before the discount.
-    An event-wide capacity is a quota over all of the event's types.
+    An event-wide capacity is a quota over all of the event's types (``event_wide``): a ticket type
+    added to the event later joins it.
     """
     __tablename__ = "quotas"
     __table_args__ = (
@@ -148,6 +149,7 @@ class Quota(db.Model):
     capacity = db.Column(db.Integer, nullable=False)
     sold_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
     held_quantity = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    event_wide = db.Column(db.Boolean, nullable=False, default=False, server_default=false())
 
     event = db.relationship("Event", back_populates="quotas")
     ticket_types = db.relationship("TicketType", secondary="quota_tickets", back_populates="quotas",

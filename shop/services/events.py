@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.exc import IntegrityError
 
 from ..config import ConfigError, timezone_name
@@ -217,7 +217,11 @@ def add_ticket_type(event_id, *, name, price, capacity, on_sale_from=None, on_sa
     _check_window(values["on_sale_from"], values["on_sale_until"])
     with transaction():
         get_event(event_id)
-        ticket = TicketType(event_id=event_id, **values)
+        # An event-wide capacity counts every type of the event, later ones too. The new type has sold
+        # and held nothing, so the quota's counters stand; its row lock orders this against holds.
+        event_wide = db.session.execute(select(Quota).where(Quota.event_id == event_id, Quota.event_wide == true())
+                                        .order_by(Quota.id).with_for_update()).scalars().all()
+        ticket = TicketType(event_id=event_id, quotas=event_wide, **values)
         db.session.add(ticket)
         db.session.flush()
         record(actor, "ticket_type.create", "ticket_type", ticket.id,
@@ -354,7 +358,7 @@ def create_quota(event_id, *, name, capacity, ticket_ids=None, actor=CLI):
             raise CatalogError(f"the capacity cannot be below the {sold + held} seat(s) sold or held "
                                f"({sold} sold, {held} held)", "capacity")
         quota = Quota(event_id=event.id, name=name, capacity=capacity, sold_quantity=sold, held_quantity=held,
-                      ticket_types=types)
+                      ticket_types=types, event_wide=ticket_ids is None)
         db.session.add(quota)
         db.session.flush()
         record(actor, "quota.create", "quota", quota.id,
