@@ -22,7 +22,7 @@ from .payments import PaymentRefused, PaymentUnavailable
 from .services import events, staff
 from .services.mail import TicketsNotSendable, resend_tickets
 from .services.outbox import outbox_counts, retry_message, send_due, undelivered
-from .services.refunds import RefundNotPossible, refund_order
+from .services.refunds import RefundNotPossible, refund_order, refund_order_line
 from .services.sweeper import resettle, sweep, unsettled_older_than
 from .timezones import to_local, to_utc
 
@@ -283,6 +283,19 @@ def refund(order_id, reason, amount):
         raise click.ClickException(str(exc)) from None
     order = db.session.get(TicketOrder, order_id)
     click.echo(f"Order {order_id}: refund requested; the order is now {order.status} ({outcome})")
+
+
+@shop_cli.command("refund-line")
+@click.argument("order_id", type=int)
+@click.argument("item_id", type=int)
+@click.option("--reason", default="line refunded by the organizer")
+def refund_line(order_id, item_id, reason):
+    """Refund one line of a paid order (its tickets void, its seats back on sale); the rest stays paid."""
+    try:
+        outcome = refund_order_line(order_id, item_id, reason, path="cli")
+    except (RefundNotPossible, PaymentRefused, PaymentUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Order {order_id}: line {item_id} refunded ({outcome})")
 
 
 @shop_cli.command("resend")

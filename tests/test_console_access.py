@@ -32,6 +32,7 @@ ROUTES = [
     ("GET", "/console/orders?q=buyer", ADMIN),
     ("GET", "/console/orders/{order}", ADMIN),
     ("POST", "/console/orders/{order}/refund", ADMIN),
+    ("POST", "/console/orders/{order}/lines/{item}/refund", ADMIN),
     ("POST", "/console/orders/{order}/tickets/{admission}/void", ADMIN),
     ("POST", "/console/orders/{order}/resend", ADMIN),
     ("POST", "/console/orders/{order}/resolve", ADMIN),
@@ -51,6 +52,7 @@ def world(make, place_order, pay):
     ticket = make.ticket(price="20.00")
     order = pay(place_order(ticket, email="buyer@example.com"))
     return {"event": ticket.event_id, "ticket": ticket.id, "order": order.id, "admission": order.admissions[0].id,
+            "item": order.items[0].id,
             "discount": make.discount("WORLD10").id,
             "quota": create_quota(ticket.event_id, name="hall", capacity=50).id}
 
@@ -65,7 +67,8 @@ def test_every_console_route_is_in_the_table(app):
              for method in rule.methods - {"HEAD", "OPTIONS"}}
     listed = {(method, path.split("?")[0].replace("{event}", "<int:event_id>").replace("{ticket}", "<int:ticket_id>")
                .replace("{discount}", "<int:discount_id>").replace("{order}", "<int:order_id>")
-               .replace("{admission}", "<int:admission_id>").replace("{quota}", "<int:quota_id>"))
+               .replace("{admission}", "<int:admission_id>").replace("{quota}", "<int:quota_id>")
+               .replace("{item}", "<int:item_id>"))
               for method, path, _ in ROUTES}
     assert rules == listed
 

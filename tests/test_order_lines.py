@@ -321,3 +321,20 @@ def test_names_are_given_after_paying_from_the_order_page(ctx, form_client, auth
     event.starts_at = event.starts_at.replace(year=2000)
     db.session.commit()
     assert "Names on the tickets" not in form_client.get(f"/orders/{order.id}").get_data(as_text=True)
+
+
+def test_staff_refund_one_line_from_the_console(ctx, client, form_client, staff, two_types, pay, reload):
+    event, adult, child = two_types
+    order = pay(db.session.get(TicketOrder, order_json(client, event, [(adult, 2), (child, 1)]).get_json()["order_id"]))
+    child_line = next(item for item in order.items if item.ticket_id == child.id)
+    staff.login("admin")
+    page = form_client.get(f"/console/orders/{order.id}").get_data(as_text=True)
+    assert f"/console/orders/{order.id}/lines/{child_line.id}/refund" in page
+
+    for _ in range(2):  # a double click refunds once
+        answer = form_client.post(f"/console/orders/{order.id}/lines/{child_line.id}/refund")
+        assert answer.status_code == 303
+    order = reload(order)
+    assert order.status == "paid" and order.refunded_amount == Decimal("12.50")
+    assert {a.ticket_name: a.void for a in order.admissions} == {"Adult": False, "Child": True}
+    assert reload(child).sold_quantity == 0 and reload(adult).sold_quantity == 2

@@ -34,7 +34,7 @@ from ..services.checkin import ScanResult, check_in, checkin_counts, undo_check_
 from ..services.exports import attendees_csv, orders_csv
 from ..services.mail import TicketsNotSendable
 from ..services.mail import resend_tickets as queue_tickets_again
-from ..services.refunds import RefundNotPossible, refund_order
+from ..services.refunds import RefundNotPossible, refund_order, refund_order_line
 from ..services.staff import user_for_token
 from ..services.transactions import transaction
 from ..timezones import to_local, to_utc
@@ -386,6 +386,22 @@ def refund(order_id):
         return _render_order(reads.order_story(order_id), form, 409)
     voided = [a for a in form.void_tickets.data or [] if void_admission(order_id, a, _actor(), "refunded in part")]
     flash("Refund requested." + (f" {len(voided)} ticket(s) voided." if voided else ""))
+    return redirect(url_for(".order", order_id=order_id), code=303)
+
+
+@bp.post("/orders/<int:order_id>/lines/<int:item_id>/refund")
+@admin_only
+def refund_line(order_id, item_id):
+    """Refund one line of an order: its amount, then its tickets void and its seats back on sale."""
+    if reads.order_story(order_id) is None:
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        try:
+            refund_order_line(order_id, item_id, "line refunded by the organizer", "console", actor=_actor())
+        except (RefundNotPossible, PaymentRefused, PaymentUnavailable) as exc:
+            flash(f"Not refunded: {exc}")
+        else:
+            flash("The line is refunded: its tickets are void and its seats are on sale again.")
     return redirect(url_for(".order", order_id=order_id), code=303)
 
 
