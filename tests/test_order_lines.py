@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select
 
 from shop.extensions import db
-from shop.models import Admission, OutboxMessage, TicketOrder, TicketType
+from shop.models import Admission, OrderStatus, OutboxMessage, TicketOrder, TicketType
 from shop.services.checkout import UNUSABLE_CODE, CheckoutRequest, ReturnUrls, SoldOut, start_checkout
-from shop.services.refunds import RefundAlreadyRequested, refund_order_line
+from shop.services.refunds import RefundAlreadyRequested, refund_order, refund_order_line
 
 URLS = ReturnUrls(success="http://shop.test/checkout/success?session_id={CHECKOUT_REF}",
                   cancel_for=lambda o: f"http://shop.test/checkout/cancel?order={o.id}")
@@ -338,3 +338,18 @@ def test_staff_refund_one_line_from_the_console(ctx, client, form_client, staff,
     assert order.status == "paid" and order.refunded_amount == Decimal("12.50")
     assert {a.ticket_name: a.void for a in order.admissions} == {"Adult": False, "Child": True}
     assert reload(child).sold_quantity == 0 and reload(adult).sold_quantity == 2
+
+
+def test_a_free_order_is_cancelled_like_a_refund_without_any_provider(ctx, client, stripe_server, make, reload):
+    ticket = make.ticket(name="RSVP", price="0.00", capacity=5)
+    order = db.session.get(TicketOrder, order_json(client, ticket.event, [(ticket, 2)]).get_json()["order_id"])
+    calls_before = len(stripe_server.requests)
+
+    outcome = refund_order(order.id, "cannot come", "console")
+
+    order = reload(order)
+    assert outcome.status is OrderStatus.REFUNDED and order.status == "refunded"
+    assert all(a.void for a in order.admissions) and reload(ticket).sold_quantity == 0
+    kinds = db.session.execute(select(OutboxMessage.kind).where(OutboxMessage.order_id == order.id)).scalars().all()
+    assert len(kinds) == 2  # the confirmation, then the notice that the tickets are void
+    assert len(stripe_server.requests) == calls_before

@@ -18,7 +18,8 @@ from ..models.orders import OrderStatus
 from ..payments import PaymentRefused, PaymentUnavailable, gateway
 from .audit import CLI, record
 from .fulfilment import LATE_PAYMENT_REFUND_REASON, reconcile_order
-from .orders import flag_for_attention, lock_order, quota_totals
+from .mail import notify_status_change
+from .orders import change_status, flag_for_attention, lock_order, quota_totals
 from .transactions import transaction
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ def _partial_amount(order, amount):
     return amount
 
 
+def _cancel_free_order(order, reason, path, actor):
+    """A free order (nothing was paid, no provider involved) is cancelled by the state machine alone, in the
+    caller's transaction: its tickets void, its seats back on sale, as a refund would."""
+    change_status(order, OrderStatus.REFUNDED, f"free order cancelled by {actor.label}: {reason}"[:255],
+                  source=path, actor_id=actor.user_id)
+    notify_status_change(order, OrderStatus.PAID, OrderStatus.REFUNDED)  # the notice: the tickets are void
+    record(actor, "order.refund", "order", order.id, after={"amount": "0.00 (free order)"}, note=reason)
+    logger.info("order %s: free order cancelled via %s by %s", order.id, path, actor.label)
+    return Outcome(OutcomeKind.APPLIED, OutcomeReason.STATE_CHANGED, OrderStatus.REFUNDED)
+
+
 def refund_order(order_id, reason, path="console", *, amount=None, request_key=None, actor=CLI):
     """Refund a paid order through the provider, in full or ``amount`` of it, and record it once the
     provider shows it. A partial refund leaves the order paid and its tickets valid.
@@ -64,6 +76,8 @@ def refund_order(order_id, reason, path="console", *, amount=None, request_key=N
         order = lock_order(order_id)
         if order is None:
             raise RefundNotPossible(f"order {order_id} does not exist")
+        if order.state is OrderStatus.PAID and not order.total_amount and amount is None:
+            return _cancel_free_order(order, reason, path, actor)
         if order.state is not OrderStatus.PAID or not order.payment_ref:
             raise RefundNotPossible(f"order {order_id} is {order.status}; only paid orders can be refunded")
         amount = None if amount is None else _partial_amount(order, amount)
