@@ -230,6 +230,23 @@ def place_order(app, ctx):
     return OrderPlacer(app)
 
 
+@pytest.fixture
+def shop(app, ctx):
+    """``shop(*args)``: run ``flask shop ARGS…`` and return click's result.
+
+    The command shares the test's app context, so whatever it added but did not commit is
+    rolled back afterwards, as it would die with a real process.
+    """
+    runner = app.test_cli_runner()
+
+    def run(*args):
+        result = runner.invoke(args=["shop", *map(str, args)])
+        db.session.rollback()
+        return result
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def wait_until():
     """``wait_until(predicate, timeout=10.0)``: poll until it is true; fail the test after ``timeout`` seconds."""

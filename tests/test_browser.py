@@ -4,43 +4,29 @@ The shop runs in a werkzeug server thread; Stripe is a FakeStripe of this module
 hosted page completes the session and posts the signed webhook back to the shop, as Stripe
 would. The sandbox shop (no Stripe key) runs on a database of its own.
 """
-import os
 import re
 from decimal import Decimal
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from shop.extensions import db
 from shop.models import Admission, DeliveryPath, PaymentEvent, TicketOrder, User
 from tests.support.apps import STRIPE_KEY, WEBHOOK_SECRET
+from tests.support.browser import ARTIFACTS, needs_chromium
 from tests.support.stripe_server import FakeStripe
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (Debian's chromium package)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 PASSWORD = "correct horse battery"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def page(browser):
+def page(chromium):
     """A fresh browser profile (no cookies) per test."""
-    context = browser.new_context()
+    context = chromium.new_context()
     context.set_default_timeout(10_000)
     yield context.new_page()
     context.close()
@@ -207,7 +193,6 @@ def test_sandbox_buyer_pays_on_the_sandbox_page_end_to_end(sandbox_shop, page):
 
 
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def test_buyer_orders_two_kinds_in_one_order_seeing_the_discount_before_paying(stripe_shop, page, ctx, make,

@@ -10,23 +10,6 @@ from shop.models.base import utcnow
 from shop.services.fulfilment import fulfil_checkout
 
 
-@pytest.fixture
-def shop(app, ctx):
-    """Run ``flask shop ARGS…``; returns click's result.
-
-    The command shares the test's app context, so whatever it added but did not commit is
-    rolled back afterwards, as it would die with a real process.
-    """
-    runner = app.test_cli_runner()
-
-    def run(*args):
-        result = runner.invoke(args=["shop", *map(str, args)])
-        db.session.rollback()
-        return result
-
-    return run
-
-
 def assert_refused(result, message):
     """The command stopped with a non-zero status and ``message``, not with a traceback."""
     assert result.exit_code != 0, result.output

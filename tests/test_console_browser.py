@@ -3,36 +3,21 @@ buyer pays on Stripe's (local) hosted page, and door staff check the tickets in 
 
 Screenshots go to tests/artifacts/ (not committed): the dashboard, and each answer at the door at phone width.
 """
-import os
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from shop.extensions import db
 from shop.models import Admission, AuditEntry, Event, TicketOrder
 from tests.support.apps import STRIPE_KEY, WEBHOOK_SECRET
+from tests.support.browser import ARTIFACTS, needs_chromium
 from tests.support.stripe_server import FakeStripe
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PHONE = {"width": 390, "height": 844}
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (Debian's chromium package)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +66,11 @@ def scan(page, code, result):
     expect(page.locator("#answer-result")).to_have_text(result)
 
 
-def test_admin_publishes_buyer_pays_door_checks_in(served, browser, ctx, make):
+def test_admin_publishes_buyer_pays_door_checks_in(served, chromium, ctx, make):
     shop, stripe = served.url, served.stripe
     admin = make.user(email="organizer@example.com", role="admin")
     door = make.user(email="door@example.com", role="door")
-    admin_context, console = person(browser)
+    admin_context, console = person(chromium)
     log_in(console, shop, admin.email)
 
     console.get_by_role("link", name="Console").click()
@@ -100,7 +85,7 @@ def test_admin_publishes_buyer_pays_door_checks_in(served, browser, ctx, make):
     add_ticket_type(console, "Captain's table", "60.00", "8")
     event_id = int(re.search(r"/console/events/(\d+)", console.url).group(1))
 
-    buyer_context, buyer = person(browser)
+    buyer_context, buyer = person(chromium)
     assert buyer.goto(f"{shop}/events/{event_id}").status == 404  # a draft is not public
 
     console.get_by_role("button", name="Publish").click()
@@ -127,7 +112,7 @@ def test_admin_publishes_buyer_pays_door_checks_in(served, browser, ctx, make):
     console.set_viewport_size(PHONE)
     shoot(console, "console-dashboard-phone.png")
 
-    door_context, phone = person(browser, PHONE)
+    door_context, phone = person(chromium, PHONE)
     log_in(phone, shop, door.email)
     phone.goto(f"{shop}/console/")
     phone.get_by_role("link", name="Harbour Lights").click()

@@ -9,19 +9,6 @@ from shop.models import ApiToken, AuditEntry, Event, OrderHistory, TicketType, U
 from shop.models.base import utcnow
 
 
-@pytest.fixture
-def shop(app, ctx):
-    """Run ``flask shop ARGS…``; returns click's result (see tests/test_cli.py)."""
-    runner = app.test_cli_runner()
-
-    def run(*args):
-        result = runner.invoke(args=["shop", *map(str, args)])
-        db.session.rollback()
-        return result
-
-    return run
-
-
 def test_grant_staff_creates_an_account_with_a_password_shown_once(shop, auth, form_client):
     result = shop("grant-staff", "Door@Example.com", "--role", "door")
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from shop.ops.aws_setup import event_pattern, provision
 from shop.payments import InvalidPayload
 from shop.payments.stripe.provider import EVENT_TRIGGERS, parse_envelope
 from tests.support.aws import FIXTURES, STRIPE_SOURCE
+from tests.support.db_proxy import DatabaseProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
@@ -163,68 +163,6 @@ def test_an_accepted_source_list_narrower_than_stripe_turns_other_destinations_a
     with shop_app(aws=aws, queue_url=queue_url, **only_ours) as worker_app, running_poller(worker_app):
         wait_until(lambda: aws.messages_on(queue_url) == 0)
     assert status_of(order) == "pending"
-
-
-class DatabaseProxy:
-    """A TCP proxy in front of MariaDB that a test can sever (connections dropped, new ones refused) and restore."""
-
-    def __init__(self, url):
-        target = sa.make_url(url)
-        self.upstream = (target.host or "127.0.0.1", target.port or 3306)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = target.set(host="127.0.0.1", port=self.listener.getsockname()[1]).render_as_string(
-            hide_password=False)
-        self.severed = False
-        self._sockets = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def sever(self):
-        with self._lock:
-            self.severed = True
-            for sock in self._sockets:
-                _close(sock)
-            self._sockets.clear()
-
-    def restore(self):
-        self.severed = False
-
-    def close(self):
-        self.sever()
-        self.listener.close()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.severed:
-                _close(client)
-                continue
-            server = socket.create_connection(self.upstream)
-            with self._lock:
-                self._sockets |= {client, server}
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(source)
-            _close(sink)
-
-
-def _close(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """A database that stops answering (no refusal, no closed socket: silence) costs a 503 within the client
 timeouts, on every kind of request, and the shop recovers when it answers again."""
-import socket
 import threading
 import time
 
@@ -9,6 +8,7 @@ import sqlalchemy as sa
 
 from shop.extensions import db
 from tests.support.apps import app_from_environment
+from tests.support.db_proxy import DatabaseProxy
 from tests.support.factories import Factories
 
 make_ticket = Factories().ticket
@@ -21,82 +21,10 @@ CONNECT_TIMEOUT = READ_TIMEOUT = 1
 WITHIN = 2 * READ_TIMEOUT + CONNECT_TIMEOUT + 1
 
 
-class StallingProxy:
-    """A TCP proxy in front of MariaDB that a test can silence: while stalled it accepts connections and
-    takes bytes but forwards nothing and closes nothing, like a database host that froze or a dropped route."""
-
-    def __init__(self, url):
-        target = sa.make_url(url)
-        self.upstream = (target.host or "127.0.0.1", target.port or 3306)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = target.set(host="127.0.0.1", port=self.listener.getsockname()[1]).render_as_string(
-            hide_password=False)
-        self.answering = threading.Event()
-        self.answering.set()
-        self.closed = False
-        self._sockets = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def stall(self):
-        self.answering.clear()
-
-    def resume(self):
-        self.answering.set()
-
-    def close(self):
-        self.closed = True
-        self.listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                _close(sock)
-        self.answering.set()  # lets the held threads run into the closed sockets and end
-
-    def _track(self, sock):
-        with self._lock:
-            self._sockets.append(sock)
-        return sock
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connect, args=(self._track(client),), daemon=True).start()
-
-    def _connect(self, client):
-        self.answering.wait()  # a silent server accepts the connection and never greets
-        if self.closed:
-            return
-        server = self._track(socket.create_connection(self.upstream))
-        for source, sink in ((client, server), (server, client)):
-            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source, sink):
-        try:
-            while data := source.recv(65536):
-                self.answering.wait()  # held, never forwarded, while stalled
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(source)
-            _close(sink)
-
-
-def _close(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
 @pytest.fixture
 def stalling(app, shop_env, database_url):
-    """A shop whose database connections go through a StallingProxy, with one-second client timeouts."""
-    proxy = StallingProxy(database_url)
+    """A shop whose database connections go through a DatabaseProxy, with one-second client timeouts."""
+    proxy = DatabaseProxy(database_url)
     shop = app_from_environment(shop_env(
         database_url=proxy.url, SHOP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
         SHOP_DB_READ_TIMEOUT=str(READ_TIMEOUT), SHOP_DB_WRITE_TIMEOUT=str(READ_TIMEOUT)), {"TESTING": True})

@@ -16,19 +16,6 @@ from shop.services.console import dashboard_events, sales_by_day
 from shop.services.exports import orders_csv
 
 
-@pytest.fixture
-def shop(app, ctx):
-    """Run ``flask shop ARGS…``; returns click's result."""
-    runner = app.test_cli_runner()
-
-    def run(*args):
-        result = runner.invoke(args=["shop", *map(str, args)])
-        db.session.rollback()
-        return result
-
-    return run
-
-
 def test_home_page_shows_one_page_of_upcoming_events_and_links_the_next(ctx, client, make):
     soon = utcnow() + timedelta(days=1)
     for n in range(EVENTS_PER_PAGE + 1):

@@ -202,21 +202,20 @@ def _preview(req, form, quantities):
 
 
 def _order_refused(event_id, form, quantities, refused, wants_json):
-    if wants_json:
-        return jsonify(error=refused.message, field=refused.field), refused.status
-    if refused.status in (429, 502, 503):
-        return render_template("checkout/unavailable.html", message=refused.message, event_id=event_id), refused.status
-    return render_event(event_id, order_form=form, quantities=quantities, message=refused.message,
-                        status=refused.status)
+    return _answer_refusal(event_id, refused, wants_json, order_form=form, quantities=quantities)
 
 
 def _refused(event_id, ticket_id, form, refused, wants_json):
+    return _answer_refusal(event_id, refused, wants_json, failed_ticket_id=ticket_id, form=form)
+
+
+def _answer_refusal(event_id, refused, wants_json, **page):
+    """A refused checkout: JSON, a "try again" page for an outage or a cap, or the event page (``page``) saying why."""
     if wants_json:
         return jsonify(error=refused.message, field=refused.field), refused.status
     if refused.status in (429, 502, 503):
         return render_template("checkout/unavailable.html", message=refused.message, event_id=event_id), refused.status
-    return render_event(event_id, failed_ticket_id=ticket_id, form=form, message=refused.message,
-                        status=refused.status)
+    return render_event(event_id, message=refused.message, status=refused.status, **page)
 
 
 @bp.get("/checkout/success")

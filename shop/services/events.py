@@ -102,6 +102,14 @@ def _event_values(changes):
     return values
 
 
+def _edit(actor, kind, row, fields, values):
+    """Set ``values`` on a locked ``row`` and audit the edit as ``<kind>.edit``, before and after."""
+    before = snapshot(row, fields)
+    for name, value in values.items():
+        setattr(row, name, value)
+    record(actor, f"{kind}.edit", kind, row.id, before=before, after=snapshot(row, fields))
+
+
 def _get(model, row_id, missing):
     row = db.session.get(model, row_id)
     if row is None:
@@ -159,10 +167,7 @@ def update_event(event_id, *, actor=CLI, **changes):
     values = _event_values(changes)
     with transaction():
         event = _locked(Event, event_id, f"There is no event {event_id}.")
-        before = snapshot(event, EVENT_FIELDS)
-        for name, value in values.items():
-            setattr(event, name, value)
-        record(actor, "event.edit", "event", event.id, before=before, after=snapshot(event, EVENT_FIELDS))
+        _edit(actor, "event", event, EVENT_FIELDS, values)
     return event
 
 
@@ -249,11 +254,7 @@ def update_ticket_type(ticket_id, *, actor=CLI, **changes):
                                f"({ticket.sold_quantity} sold, {ticket.held_quantity} held)", "capacity")
         _check_window(values.get("on_sale_from", ticket.on_sale_from),
                       values.get("on_sale_until", ticket.on_sale_until))
-        before = snapshot(ticket, TICKET_FIELDS)
-        for name, value in values.items():
-            setattr(ticket, name, value)
-        record(actor, "ticket_type.edit", "ticket_type", ticket.id, before=before,
-               after=snapshot(ticket, TICKET_FIELDS))
+        _edit(actor, "ticket_type", ticket, TICKET_FIELDS, values)
     return ticket
 
 
@@ -319,11 +320,7 @@ def update_discount(discount_id, *, actor=CLI, **changes):
         limit = values.get("max_uses", discount.max_uses)
         if limit is not None and limit < taken:
             raise CatalogError(f"the use limit cannot be below the {taken} use(s) made or reserved", "max_uses")
-        before = snapshot(discount, DISCOUNT_FIELDS)
-        for name, value in values.items():
-            setattr(discount, name, value)
-        record(actor, "discount.edit", "discount", discount.id, before=before,
-               after=snapshot(discount, DISCOUNT_FIELDS))
+        _edit(actor, "discount", discount, DISCOUNT_FIELDS, values)
     return discount
 
 
@@ -384,8 +381,5 @@ def update_quota(quota_id, *, actor=CLI, **changes):
         if values.get("capacity", quota.capacity) < taken:
             raise CatalogError(f"the capacity cannot be below the {taken} seat(s) sold or held "
                                f"({quota.sold_quantity} sold, {quota.held_quantity} held)", "capacity")
-        before = snapshot(quota, QUOTA_FIELDS)
-        for name, value in values.items():
-            setattr(quota, name, value)
-        record(actor, "quota.edit", "quota", quota.id, before=before, after=snapshot(quota, QUOTA_FIELDS))
+        _edit(actor, "quota", quota, QUOTA_FIELDS, values)
     return quota
