@@ -85,6 +85,17 @@ def _event_or_404(event_id):
     return _found(catalog.get_event, event_id)
 
 
+def _form_page(form, save, template, **page):
+    """A console form's page: on a valid post, ``save()`` (it calls the service, flashes, and says where to go);
+    otherwise, or when the service refuses (shown at its field), the form again with its errors (400)."""
+    if form.validate_on_submit():
+        try:
+            return save()
+        except catalog.CatalogError as error:
+            _apply_error(form, error)
+    return render_template(template, form=form, **page), 400 if form.errors else 200
+
+
 def _apply_error(form, error):
     """Show a service's refusal on the form field it names, or above the form."""
     field = getattr(form, error.field, None) if error.field else None
@@ -110,19 +121,17 @@ def dashboard():
 @admin_only
 def new_event():
     form = EventForm()
-    if form.validate_on_submit():
-        try:
-            zone = catalog.zone_name(form.timezone.data)
-            event = catalog.create_event(title=form.title.data, venue=form.venue.data, timezone=zone,
-                                         starts_at=to_utc(form.starts_at.data, zone),
-                                         description=form.description.data,
-                                         attendee_names=form.attendee_names.data, actor=_actor())
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Created {event.title} as a draft. Add ticket types, then publish it.")
-            return redirect(url_for(".event", event_id=event.id))
-    return render_template("console/event_form.html", form=form, event=None), 400 if form.errors else 200
+
+    def save():
+        zone = catalog.zone_name(form.timezone.data)
+        event = catalog.create_event(title=form.title.data, venue=form.venue.data, timezone=zone,
+                                     starts_at=to_utc(form.starts_at.data, zone),
+                                     description=form.description.data,
+                                     attendee_names=form.attendee_names.data, actor=_actor())
+        flash(f"Created {event.title} as a draft. Add ticket types, then publish it.")
+        return redirect(url_for(".event", event_id=event.id))
+
+    return _form_page(form, save, "console/event_form.html", event=None)
 
 
 @bp.get("/events/<int:event_id>")
@@ -142,18 +151,16 @@ def edit_event(event_id):
     form = EventForm(obj=event)
     if request.method == "GET":
         form.starts_at.data = _local(event.starts_at, event.timezone)
-    if form.validate_on_submit():
-        try:
-            zone = catalog.zone_name(form.timezone.data or event.timezone)
-            catalog.update_event(event_id, title=form.title.data, venue=form.venue.data, timezone=zone,
-                                 starts_at=to_utc(form.starts_at.data, zone), description=form.description.data,
-                                 attendee_names=form.attendee_names.data, actor=_actor())
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash("Saved.")
-            return redirect(url_for(".event", event_id=event_id))
-    return render_template("console/event_form.html", form=form, event=event), 400 if form.errors else 200
+
+    def save():
+        zone = catalog.zone_name(form.timezone.data or event.timezone)
+        catalog.update_event(event_id, title=form.title.data, venue=form.venue.data, timezone=zone,
+                             starts_at=to_utc(form.starts_at.data, zone), description=form.description.data,
+                             attendee_names=form.attendee_names.data, actor=_actor())
+        flash("Saved.")
+        return redirect(url_for(".event", event_id=event_id))
+
+    return _form_page(form, save, "console/event_form.html", event=event)
 
 
 @bp.post("/events/<int:event_id>/publish")
@@ -181,16 +188,13 @@ def _set_status(event_id, status, message):
 def new_ticket_type(event_id):
     event = _event_or_404(event_id)
     form = TicketTypeForm()
-    if form.validate_on_submit():
-        try:
-            catalog.add_ticket_type(event_id, actor=_actor(), **_ticket_values(form, event.timezone))
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Added {form.name.data}.")
-            return redirect(url_for(".event", event_id=event_id))
-    return render_template("console/ticket_form.html", form=form, event=event, ticket=None), \
-        400 if form.errors else 200
+
+    def save():
+        catalog.add_ticket_type(event_id, actor=_actor(), **_ticket_values(form, event.timezone))
+        flash(f"Added {form.name.data}.")
+        return redirect(url_for(".event", event_id=event_id))
+
+    return _form_page(form, save, "console/ticket_form.html", event=event, ticket=None)
 
 
 def _ticket_values(form, zone):
@@ -218,16 +222,13 @@ def edit_ticket_type(ticket_id):
     if request.method == "GET":
         form.on_sale_from.data = _local(ticket.on_sale_from, zone)
         form.on_sale_until.data = _local(ticket.on_sale_until, zone)
-    if form.validate_on_submit():
-        try:
-            catalog.update_ticket_type(ticket_id, actor=_actor(), **_ticket_values(form, zone))
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Saved {form.name.data}.")
-            return redirect(url_for(".event", event_id=ticket.event_id))
-    return render_template("console/ticket_form.html", form=form, event=ticket.event, ticket=ticket), \
-        400 if form.errors else 200
+
+    def save():
+        catalog.update_ticket_type(ticket_id, actor=_actor(), **_ticket_values(form, zone))
+        flash(f"Saved {form.name.data}.")
+        return redirect(url_for(".event", event_id=ticket.event_id))
+
+    return _form_page(form, save, "console/ticket_form.html", event=ticket.event, ticket=ticket)
 
 
 # Quotas: capacity shared by ticket types -------------------------------------------------------------
@@ -238,17 +239,14 @@ def new_quota(event_id):
     event = _event_or_404(event_id)
     form = QuotaForm()
     form.ticket_ids.choices = [SelectChoice(t.id, t.name) for t in event.ticket_types]
-    if form.validate_on_submit():
-        try:
-            catalog.create_quota(event_id, name=form.name.data, capacity=form.capacity.data,
-                                 ticket_ids=form.ticket_ids.data or None, actor=_actor())
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Added the quota {form.name.data}.")
-            return redirect(url_for(".event", event_id=event_id))
-    return render_template("console/quota_form.html", form=form, event=event, quota=None), \
-        400 if form.errors else 200
+
+    def save():
+        catalog.create_quota(event_id, name=form.name.data, capacity=form.capacity.data,
+                             ticket_ids=form.ticket_ids.data or None, actor=_actor())
+        flash(f"Added the quota {form.name.data}.")
+        return redirect(url_for(".event", event_id=event_id))
+
+    return _form_page(form, save, "console/quota_form.html", event=event, quota=None)
 
 
 @bp.route("/quotas/<int:quota_id>/edit", methods=["GET", "POST"])
@@ -257,16 +255,13 @@ def edit_quota(quota_id):
     quota = _found(catalog.get_quota, quota_id)
     form = QuotaForm(obj=quota)
     del form.ticket_ids  # fixed when the quota was made
-    if form.validate_on_submit():
-        try:
-            catalog.update_quota(quota_id, name=form.name.data, capacity=form.capacity.data, actor=_actor())
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Saved the quota {form.name.data}.")
-            return redirect(url_for(".event", event_id=quota.event_id))
-    return render_template("console/quota_form.html", form=form, event=quota.event, quota=quota), \
-        400 if form.errors else 200
+
+    def save():
+        catalog.update_quota(quota_id, name=form.name.data, capacity=form.capacity.data, actor=_actor())
+        flash(f"Saved the quota {form.name.data}.")
+        return redirect(url_for(".event", event_id=quota.event_id))
+
+    return _form_page(form, save, "console/quota_form.html", event=quota.event, quota=quota)
 
 
 # Discount codes ----------------------------------------------------------------------------------
@@ -302,15 +297,13 @@ def _discount_values(form):
 @admin_only
 def new_discount():
     form = _discount_form()
-    if form.validate_on_submit():
-        try:
-            discount = catalog.create_discount(code=form.code.data, actor=_actor(), **_discount_values(form))
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Created {discount.code}.")
-            return redirect(url_for(".discounts"))
-    return render_template("console/discount_form.html", form=form, discount=None), 400 if form.errors else 200
+
+    def save():
+        discount = catalog.create_discount(code=form.code.data, actor=_actor(), **_discount_values(form))
+        flash(f"Created {discount.code}.")
+        return redirect(url_for(".discounts"))
+
+    return _form_page(form, save, "console/discount_form.html", discount=None)
 
 
 @bp.route("/discounts/<int:discount_id>/edit", methods=["GET", "POST"])
@@ -325,15 +318,13 @@ def edit_discount(discount_id):
     if request.method == "GET":
         form.valid_from.data = _local(discount.valid_from, current_app.config["SHOP_TIMEZONE"])
         form.valid_until.data = _local(discount.valid_until, current_app.config["SHOP_TIMEZONE"])
-    if form.validate_on_submit():
-        try:
-            catalog.update_discount(discount_id, actor=_actor(), **_discount_values(form))
-        except catalog.CatalogError as error:
-            _apply_error(form, error)
-        else:
-            flash(f"Saved {discount.code}.")
-            return redirect(url_for(".discounts"))
-    return render_template("console/discount_form.html", form=form, discount=discount), 400 if form.errors else 200
+
+    def save():
+        catalog.update_discount(discount_id, actor=_actor(), **_discount_values(form))
+        flash(f"Saved {discount.code}.")
+        return redirect(url_for(".discounts"))
+
+    return _form_page(form, save, "console/discount_form.html", discount=discount)
 
 
 # Orders ------------------------------------------------------------------------------------------
