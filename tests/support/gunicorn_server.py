@@ -19,10 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="session")
 def gunicorn_shop(shop_env):
-    """``with gunicorn_shop(workers=4, **settings) as served:`` (``served.url``, ``served.log_path``):
-    gunicorn on a free loopback port with the environment ``shop_env(**settings)`` builds."""
-    def serve(workers=4, **settings):
-        return gunicorn_server(shop_env(**settings), workers=workers)
+    """``with gunicorn_shop(workers=4, **settings) as served:`` (``served.url``, ``served.log_path``,
+    ``served.process``): gunicorn on a free loopback port with the environment ``shop_env(**settings)`` builds.
+    ``sqs_poller=True`` lets each worker run its SQS poller (give ``shop_env`` an ``aws`` and a ``queue_url``)."""
+    def serve(workers=4, sqs_poller=False, **settings):
+        return gunicorn_server(shop_env(**settings), workers=workers, sqs_poller=sqs_poller)
     return serve
 
 
@@ -35,18 +36,23 @@ def free_port():
 class ServedShop(NamedTuple):
     url: str
     log_path: str
+    process: subprocess.Popen | None = None  # the gunicorn master, for tests that signal it
 
 
 @contextlib.contextmanager
-def gunicorn_server(shop_env, workers=4):
-    """Run gunicorn on a free loopback port with ``shop_env``; yields its URL and log file.
+def gunicorn_server(shop_env, workers=4, sqs_poller=False):
+    """Run gunicorn on a free loopback port with ``shop_env``; yields its URL, log file and master process.
 
     ``workers=None`` leaves their number to gunicorn.conf.py (``WEB_CONCURRENCY`` or 2 × cores).
+    The workers' SQS pollers stay off unless ``sqs_poller`` (then ``shop_env`` decides, by its queue).
     """
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     # Served under its own address: links to Stripe are built from SHOP_BASE_URL, and its host is trusted.
     env = {**os.environ, **shop_env, "PORT": str(port), "SHOP_SQS_POLLER": "off", "SHOP_BASE_URL": base_url}
+    if sqs_poller:
+        # Left to shop_env, whose default is on exactly when it names a queue (SQS_QUEUE_URL), as in production.
+        env["SHOP_SQS_POLLER"] = shop_env.get("SHOP_SQS_POLLER", "")
     if workers is not None:
         env["WEB_CONCURRENCY"] = str(workers)
     # The log goes to a file: a pipe nobody reads fills up and blocks every worker mid-request.
@@ -65,7 +71,7 @@ def gunicorn_server(shop_env, workers=4):
                     with open(log.name) as f:
                         raise RuntimeError(f"gunicorn did not start: {f.read()[-2000:]}") from exc
                 time.sleep(0.2)
-        yield ServedShop(base_url, log.name)
+        yield ServedShop(base_url, log.name, process)
     finally:
         process.terminate()
         try:
