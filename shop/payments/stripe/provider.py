@@ -7,9 +7,11 @@ import contextlib
 import json
 import logging
 import re
+import urllib.request
 from datetime import timezone
 from decimal import Decimal
 
+import requests
 import stripe
 
 from ...models.orders import OrderStatus
@@ -38,6 +40,8 @@ INTENT_ID = re.compile(r"pi_[A-Za-z0-9_]{1,250}")
 MINIMUM_AMOUNT = Decimal("0.50")
 # The only currencies the shop accepts have two decimals (config refuses the others).
 MINOR_UNITS_PER_MAJOR = 100
+# Connections to Stripe kept open per process: as many as calls in flight in a rush (one per request).
+KEPT_CONNECTIONS = 256
 
 
 def to_minor(amount):
@@ -176,7 +180,8 @@ class StripeProvider:
     def __init__(self, settings):
         base = {"api": settings.api_base} if settings.api_base else None
         # The library retries connection errors itself, re-sending the same idempotency key.
-        self.client = stripe.StripeClient(settings.secret_key, base_addresses=base, max_network_retries=1)
+        self.client = stripe.StripeClient(settings.secret_key, base_addresses=base, max_network_retries=1,
+                                          http_client=_http_client())
         self.key = settings.secret_key
         self.webhook_secret = settings.webhook_secret
 
@@ -260,6 +265,24 @@ class StripeProvider:
         ``detail-type`` must name the event's own type.
         """
         return parse_envelope(body)
+
+
+def _http_client():
+    """One keep-alive connection pool for every request of the process.
+
+    Left to itself the library opens a ``requests`` session per thread, and a gevent worker runs
+    each request in a new greenlet: every call would open a new TLS connection. The session also
+    stops consulting the environment on every call (``trust_env``, a scan of every variable); a
+    proxy set there (``HTTPS_PROXY``) is read once, here.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=KEPT_CONNECTIONS)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    proxies = urllib.request.getproxies()
+    proxy = {scheme: proxies[scheme] for scheme in ("http", "https") if scheme in proxies}
+    return stripe.RequestsClient(session=session, proxy=proxy or None)
 
 
 def parse_envelope(body):
