@@ -13,6 +13,7 @@ from decimal import Decimal
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import contains_eager
 
 from ..extensions import db
 from ..models import AttendeeNames, DiscountCode, OrderItem, Quota, SaleState, TicketOrder, TicketType
@@ -115,7 +116,8 @@ def find_ticket(event_id, ticket_id):
     """The ticket type and its event, or NotFound: also for a ticket of another event, of a draft event,
     or a hidden one (the public is told nothing about what is not published)."""
     ticket = db.session.execute(
-        select(TicketType).join(TicketType.event).where(TicketType.id == ticket_id)
+        select(TicketType).join(TicketType.event).options(contains_eager(TicketType.event))
+        .where(TicketType.id == ticket_id)
     ).scalar_one_or_none()
     if ticket is None or ticket.event_id != event_id or not ticket.event.published or ticket.hidden:
         raise NotFound("That ticket does not exist for this event.")

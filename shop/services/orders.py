@@ -52,10 +52,11 @@ def hold_lines(lines):
     two orders over the same types wait for each other instead of deadlocking. Whatever was taken
     before a refusal stays taken until the caller's transaction rolls it back.
     """
+    quotas = quota_totals(lines)  # read before the first row lock: every statement after it prolongs the lock
     for ticket_id, quantity in sorted(lines):
         if not hold_seats(ticket_id, quantity):
             return "ticket", ticket_id
-    for quota_id, quantity in quota_totals(lines):
+    for quota_id, quantity in quotas:
         if not _bump(Quota, quota_id, _quota_free(quantity), held_quantity=quantity):
             return "quota", quota_id
     return None
