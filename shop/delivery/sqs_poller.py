@@ -132,16 +132,24 @@ class SqsPoller:
         logger.info("SQS poller stopped in pid %s", os.getpid())
 
     def poll_once(self):
-        """Receive one batch (waiting up to the long-poll time) and settle every message in it."""
+        """Receive one batch (waiting up to the long-poll time) and settle every message in it.
+
+        The messages done with are deleted together, in one call once the batch is worked through
+        (one request to SQS instead of one per message). A process that dies before then loses
+        nothing: those messages come back and their events are duplicates.
+        """
         reply = self.sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=BATCH_SIZE, WaitTimeSeconds=self.wait_seconds,
             VisibilityTimeout=VISIBILITY_SECONDS, MessageSystemAttributeNames=["ApproximateReceiveCount"])
         messages = reply.get("Messages", [])
+        done = []
         with VisibilityHeartbeat(self.sqs, self.queue_url, messages) as heartbeat:
             for message in messages:
                 verdict = self._fulfil(message)
                 heartbeat.settled(message)  # before any visibility change of ours, which it must not undo
-                self._settle(message, verdict)
+                if self._settle(message, verdict):
+                    done.append(message)
+        self._delete(done)
 
     def _fulfil(self, message):
         with self.app.app_context():
@@ -154,27 +162,42 @@ class SqsPoller:
                 db.session.remove()  # each message gets a fresh session and returns its connection
 
     def _settle(self, message, verdict):
+        """Log what became of the message and give a retry its backoff; True when it is to be deleted."""
         message_id, event = message["MessageId"], verdict.event_id or "-"
-        try:
-            if verdict.action is Action.DELETE:
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-                logger.info("message %s: event %s %s; deleted", message_id, event, verdict.reason)
-            elif verdict.action is Action.RETRY:
-                attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                delay = backoff_seconds(attempt)
+        if verdict.action is Action.DELETE:
+            logger.info("message %s: event %s %s; deleted", message_id, event, verdict.reason)
+            return True
+        if verdict.action is Action.RETRY:
+            attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            delay = backoff_seconds(attempt)
+            try:
                 self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"],
                                                    VisibilityTimeout=delay)
-                logger.warning("message %s: event %s not processed (%s); retried in %s s (receive %s)",
-                               message_id, event, verdict.reason, delay, attempt)
-            elif self._has_dead_letter_queue():
-                logger.error("message %s: poison (%s); left for the dead-letter queue", message_id, verdict.reason)
-            else:
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-                logger.error("message %s: poison (%s); deleted, the queue has no dead-letter queue",
-                             message_id, verdict.reason)
+            except (BotoCoreError, ClientError) as exc:
+                # It comes back after its visibility timeout instead of the backoff.
+                logger.warning("message %s: could not set its backoff on SQS (%s)", message_id, exc)
+            logger.warning("message %s: event %s not processed (%s); retried in %s s (receive %s)",
+                           message_id, event, verdict.reason, delay, attempt)
+            return False
+        if self._has_dead_letter_queue():
+            logger.error("message %s: poison (%s); left for the dead-letter queue", message_id, verdict.reason)
+            return False
+        logger.error("message %s: poison (%s); deleted, the queue has no dead-letter queue", message_id, verdict.reason)
+        return True
+
+    def _delete(self, messages):
+        if not messages:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        try:
+            failed = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries).get("Failed", [])
         except (BotoCoreError, ClientError) as exc:
+            failed = [{"Id": entry["Id"], "Message": str(exc)} for entry in entries]
+        for failure in failed:
             # The message comes back after its visibility timeout; fulfilment sees a duplicate then.
-            logger.warning("message %s: could not settle on SQS (%s); it will be redelivered", message_id, exc)
+            message = messages[int(failure["Id"])]
+            logger.warning("message %s: could not be deleted from SQS (%s); it will be redelivered",
+                           message["MessageId"], failure.get("Message") or failure.get("Code"))
 
     def _has_dead_letter_queue(self):
         """Asked per poison message (rare), so a DLQ added later is seen; unknown counts as yes, to lose nothing."""
