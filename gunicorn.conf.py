@@ -8,19 +8,27 @@ import os
 import signal
 import sys
 
-from shop.config import ConfigError, load_config
-from shop.ops import background
+# gevent: a greenlet per request, so a worker keeps every checkout's wait on Stripe's API in flight (up to
+# worker_connections), where gthread kept GUNICORN_THREADS per worker; the database stays blocking, on
+# purpose (shop/ops/greenlets.py). Measured with `python -m tests.bench` on 2 cores, Stripe + 250 ms per
+# call: gthread(8) 60 checkouts/s and a 500-buyer rush's p99 4.5 s; gevent 126/s and 1.9 s; the event
+# page 267 → 394 req/s. GUNICORN_WORKER_CLASS=gthread (with GUNICORN_THREADS) remains the fallback.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
+if worker_class == "gevent":
+    # Before the shop is imported below (gunicorn's own patching, in each worker, would come after it):
+    # sockets, ssl and threads must be gevent's in every module. So only gunicorn may load this file.
+    from gevent import monkey
+    monkey.patch_all()
+
+from shop.config import ConfigError, load_config  # noqa: E402 (after the patching above)
+from shop.ops import background  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Each worker binds the port itself (SO_REUSEPORT): a restarted master serves at once even while
 # orphaned workers of the previous one still hold the port.
 reuse_port = True
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
-# Threads, because a checkout spends most of its time waiting for Stripe's API (a few hundred ms):
-# a sync worker would sit idle through it. Measured with tests/bench_rush.py --stripe-latency 0.25:
-# sync workers managed 15 checkouts/s, gthread with 8 threads 57/s; with a local Stripe both
-# exceed 250/s.
-worker_class = "gthread"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
 threads = int(os.environ.get("GUNICORN_THREADS") or 8)
 
 # A stopping worker first finishes the poller's long poll (up to 20 s, SHOP_SQS_WAIT_SECONDS)

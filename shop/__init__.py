@@ -25,6 +25,9 @@ def create_app(test_config=None):
     init_logging()
 
     db.init_app(app)
+    from .ops.greenlets import database_outside_the_loop
+    with app.app_context():
+        database_outside_the_loop(db.engine)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -401,8 +401,10 @@ def _engine_options(database_url, env):
     # READ COMMITTED (Django's choice on MySQL too): every statement sees the latest commits, and an
     # UPDATE whose WHERE does not match releases the row at once instead of holding it to the end of
     # the transaction. Correctness never rests on snapshots here: row locks and conditional UPDATEs decide.
-    # Pool: one connection per request thread (GUNICORN_THREADS, gunicorn.conf.py's 8 by default) plus the
-    # poller, the sweeper and the mail sender, so raising the threads never leaves a request waiting for one.
+    # Pool: one connection per request thread (GUNICORN_THREADS, 8 by default) plus the poller, the sweeper and
+    # the mail sender. Under gevent workers (gunicorn.conf.py's default) a worker runs one statement at a time
+    # (shop/ops/greenlets.py) and requests give their connection back before they wait on Stripe, so the same
+    # pool leaves room for the few that keep one while they write (a streamed export).
     threads = _int(env, "GUNICORN_THREADS", 8, 1, 1000)
     return {"pool_pre_ping": True, "pool_recycle": 3600, "isolation_level": "READ COMMITTED",
             "pool_size": threads + 3, "max_overflow": 5, "connect_args": connect_args}

@@ -3,7 +3,6 @@ import json
 import logging
 import os
 import re
-import runpy
 import signal
 import socket
 import subprocess
@@ -25,9 +24,10 @@ from shop.payments import InvalidPayload
 from shop.payments.stripe.provider import EVENT_TRIGGERS, parse_envelope
 from tests.support.aws import FIXTURES, STRIPE_SOURCE
 from tests.support.db_proxy import DatabaseProxy
+from tests.support.gunicorn_server import gunicorn_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+GRACEFUL_TIMEOUT = gunicorn_settings("graceful_timeout")["graceful_timeout"]
 
 
 @pytest.fixture

@@ -49,7 +49,11 @@ def started_together(*servers):
         for server, future in zip(servers, entering, strict=True):
             if future.exception() is None:
                 stack.push(server.__exit__)  # stopped on the way out, even when the other one failed to start
-        yield [future.result() for future in entering]
+        served = [future.result() for future in entering]
+        # As production runs: gunicorn.conf.py's gevent workers, so their pollers, sweepers and mail senders
+        # are greenlets here, and the webhook a greenlet per delivery.
+        assert all("Using worker: gevent" in log_of(s) for s in served)
+        yield served
 
 
 def log_of(served):

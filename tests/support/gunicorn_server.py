@@ -3,6 +3,7 @@
 A pytest plugin: ``with gunicorn_shop(workers=4) as served:`` runs it on the session's database.
 """
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -80,3 +81,16 @@ def gunicorn_server(shop_env, workers=4, sqs_poller=False):
             process.kill()
         log.close()
         os.unlink(log.name)
+
+
+def gunicorn_settings(*names):
+    """``{name: value}`` of settings as gunicorn.conf.py sets them from this environment.
+
+    Read in a process of its own: loading the file patches the process for gevent, which only
+    gunicorn's own processes may be.
+    """
+    script = ("import json, runpy, sys; ns = runpy.run_path('gunicorn.conf.py'); "
+              "print(json.dumps({k: ns.get(k) for k in sys.argv[1:]}))")
+    out = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
