@@ -326,11 +326,15 @@ def _try_hold(req, lines, discount, hold_minutes):
     # The conditional UPDATEs are what really decide, all lines or none (an exception rolls back the
     # lines already taken). Holds that ended are released by the sweeper once the provider confirms
     # their checkout is closed, never here on the database's word.
-    short = next((("ticket", line.ticket.id) for line in lines if line.ticket.remaining < line.quantity), None)
-    if short is None:
-        short = hold_lines([(line.ticket.id, line.quantity) for line in lines])
-    if short is not None:
-        _refuse_sold_out(*short, several=len(lines) > 1)
+    seen_short = next((line.ticket for line in lines if line.ticket.remaining < line.quantity), None)
+    if seen_short is not None:
+        # What was just read says why, and that is what this buyer is told (the rush's common answer).
+        _refuse_sold_out(seen_short, several=len(lines) > 1)
+    short = hold_lines([(line.ticket.id, line.quantity) for line in lines])
+    if short is not None:  # taken meanwhile: read again what is left now
+        kind, row_id = short
+        _refuse_sold_out(db.session.get(TicketType if kind == "ticket" else Quota, row_id, populate_existing=True),
+                         several=len(lines) > 1)
     if discount is not None and not reserve_discount_use(discount.id):
         raise CheckoutRefused(UNUSABLE_CODE, field="discount_code")
     total = sum((line.total for line in lines), Decimal("0.00"))
@@ -358,11 +362,10 @@ def _try_hold(req, lines, discount, hold_minutes):
     return order
 
 
-def _refuse_sold_out(kind, row_id, several):
-    """SoldOut for the ticket type (or the quota) that did not fit, saying how many of it are left."""
-    row = db.session.get(TicketType if kind == "ticket" else Quota, row_id, populate_existing=True)
+def _refuse_sold_out(row, several):
+    """SoldOut for the ticket type (or the quota) ``row`` that did not fit, saying how many of it are left."""
     remaining = row.remaining
-    what = f" of “{row.name}”" if several or kind == "quota" else ""
+    what = f" of “{row.name}”" if several or isinstance(row, Quota) else ""
     if remaining:
         raise SoldOut(f"Only {remaining} {'ticket' if remaining == 1 else 'tickets'}{what} left; "
                       "please choose fewer.", field="quantity")

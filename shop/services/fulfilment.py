@@ -87,10 +87,11 @@ def apply_payment_state(state, path, cause, *, cancelled=False, refund_over_limi
             flag_for_attention(order, f"not marked paid: {mismatch}")
             return Outcome(OutcomeKind.FLAGGED, OutcomeReason.MISMATCH, order.state, mismatch), order.id
         outcome = _apply(order, state, _Cause(cause, path, actor_id), cancelled)
+    # The id the order was locked by: the committed order's own attributes would be loaded again.
     if outcome.reason is OutcomeReason.LATE_PAYMENT_REFUNDED and refund_over_limit:
         from .refunds import refund_late_payment  # refunds re-enter this module after the refund
-        outcome = refund_late_payment(order.id, state.payment_ref, path)
-    return outcome, order.id
+        outcome = refund_late_payment(state.order_id, state.payment_ref, path)
+    return outcome, state.order_id
 
 
 def _mismatch(order, state):

@@ -44,7 +44,7 @@ class ServedShop(NamedTuple):
 def gunicorn_server(shop_env, workers=4, sqs_poller=False):
     """Run gunicorn on a free loopback port with ``shop_env``; yields its URL, log file and master process.
 
-    ``workers=None`` leaves their number to gunicorn.conf.py (``WEB_CONCURRENCY`` or 2 × cores).
+    ``workers=None`` leaves their number to gunicorn.conf.py (``WEB_CONCURRENCY``, or one per core).
     The workers' SQS pollers stay off unless ``sqs_poller`` (then ``shop_env`` decides, by its queue).
     """
     port = free_port()
