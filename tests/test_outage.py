@@ -1,7 +1,10 @@
 """A database that stops answering (no refusal, no closed socket: silence) costs a 503 within the client
 timeouts, on every kind of request, and the shop recovers when it answers again."""
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import sqlalchemy as sa
@@ -103,3 +106,37 @@ def test_a_lock_wait_ends_before_the_read_timeout_with_mariadbs_own_error(app, s
             db.engine.dispose()
     assert raised.value.orig.args[0] == 1205  # Lock wait timeout exceeded; try restarting transaction
     assert 0.5 < waited < 2
+
+
+def test_under_gevent_workers_a_silent_database_costs_a_503_in_time_and_the_worker_recovers(
+        ctx, gunicorn_shop, database_url):
+    # gunicorn.conf.py's gevent workers talk to MariaDB over blocking sockets (shop/ops/greenlets.py): their
+    # timeouts must still end a wait on a silent database, and the worker must serve again once it answers.
+    ticket = make_ticket()
+    proxy = DatabaseProxy(database_url)
+    try:
+        with gunicorn_shop(workers=1, database_url=proxy.url, SHOP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+                           SHOP_DB_READ_TIMEOUT=str(READ_TIMEOUT), SHOP_DB_WRITE_TIMEOUT=str(READ_TIMEOUT)) as served:
+            assert "Using worker: gevent" in open(served.log_path).read()
+            event_page = f"{served.url}/events/{ticket.event_id}"
+            assert fetch(event_page)[0] == 200
+            proxy.stall()
+            (status, body), seconds = timed(lambda: fetch(f"{served.url}/healthz"))
+            assert status == 503 and seconds < WITHIN, (status, seconds)
+            assert json.loads(body) == {"status": "unavailable"}
+            proxy.resume()
+            status, body = fetch(f"{served.url}/healthz")
+            assert status == 200 and json.loads(body) == {"status": "ok"}
+            assert fetch(event_page)[0] == 200
+    finally:
+        proxy.resume()
+        proxy.close()
+
+
+def fetch(url):
+    """``(status, body)`` of a GET, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=WITHIN + 10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

@@ -13,7 +13,7 @@ from decimal import Decimal
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm import contains_eager, joinedload
 
 from ..extensions import db
 from ..models import AttendeeNames, DiscountCode, OrderItem, Quota, SaleState, TicketOrder, TicketType
@@ -115,10 +115,12 @@ class ReturnUrls:
 def find_ticket(event_id, ticket_id):
     """The ticket type and its event, or NotFound: also for a ticket of another event, of a draft event,
     or a hidden one (the public is told nothing about what is not published)."""
+    # One statement: the type, its event and the quotas it counts against (every checkout asks for all three).
     ticket = db.session.execute(
-        select(TicketType).join(TicketType.event).options(contains_eager(TicketType.event))
+        select(TicketType).join(TicketType.event)
+        .options(contains_eager(TicketType.event), joinedload(TicketType.quotas))
         .where(TicketType.id == ticket_id)
-    ).scalar_one_or_none()
+    ).unique().scalar_one_or_none()
     if ticket is None or ticket.event_id != event_id or not ticket.event.published or ticket.hidden:
         raise NotFound("That ticket does not exist for this event.")
     return ticket
@@ -330,7 +332,8 @@ def _try_hold(req, lines, discount, hold_minutes):
     if seen_short is not None:
         # What was just read says why, and that is what this buyer is told (the rush's common answer).
         _refuse_sold_out(seen_short, several=len(lines) > 1)
-    short = hold_lines([(line.ticket.id, line.quantity) for line in lines])
+    short = hold_lines([(line.ticket.id, line.quantity) for line in lines],
+                       membership=[(quota.id, line.ticket.id) for line in lines for quota in line.ticket.quotas])
     if short is not None:  # taken meanwhile: read again what is left now
         kind, row_id = short
         _refuse_sold_out(db.session.get(TicketType if kind == "ticket" else Quota, row_id, populate_existing=True),

@@ -44,15 +44,16 @@ def lock_order(order_id):
     ).unique().scalar_one_or_none()
 
 
-def hold_lines(lines):
+def hold_lines(lines, membership=None):
     """Hold every ``(ticket_id, quantity)`` line, within its type's capacity and every quota it shares, or none.
 
     Returns None when all fit, else what did not: ``("ticket", id)`` or ``("quota", id)``. The rows are
     taken in one fixed order, ticket types by id then quotas by id, as every other path does, so
     two orders over the same types wait for each other instead of deadlocking. Whatever was taken
-    before a refusal stays taken until the caller's transaction rolls it back.
+    before a refusal stays taken until the caller's transaction rolls it back. ``membership``: the
+    lines' ``(quota_id, ticket_id)`` pairs when the caller has them loaded already (see ``quota_totals``).
     """
-    quotas = quota_totals(lines)  # read before the first row lock: every statement after it prolongs the lock
+    quotas = quota_totals(lines, membership)  # before the first row lock: each statement after it prolongs the lock
     for ticket_id, quantity in sorted(lines):
         if not hold_seats(ticket_id, quantity):
             return "ticket", ticket_id
@@ -62,15 +63,19 @@ def hold_lines(lines):
     return None
 
 
-def quota_totals(lines):
-    """``[(quota_id, quantity), …]`` by quota id: how many of the ``(ticket_id, quantity)`` lines each quota counts."""
+def quota_totals(lines, membership=None):
+    """``[(quota_id, quantity), …]`` by quota id: how many of the ``(ticket_id, quantity)`` lines each quota counts.
+
+    Reads which quotas count which types, unless given as ``membership``, ``(quota_id, ticket_id)`` pairs.
+    """
     quantities = dict(lines)
     if not quantities:
         return []
+    if membership is None:
+        membership = db.session.execute(select(quota_tickets.c.quota_id, quota_tickets.c.ticket_id)
+                                        .where(quota_tickets.c.ticket_id.in_(quantities)))
     totals = {}
-    for quota_id, ticket_id in db.session.execute(
-            select(quota_tickets.c.quota_id, quota_tickets.c.ticket_id)
-            .where(quota_tickets.c.ticket_id.in_(quantities))):
+    for quota_id, ticket_id in membership:
         totals[quota_id] = totals.get(quota_id, 0) + quantities[ticket_id]
     return sorted(totals.items())
 
