@@ -6,7 +6,8 @@ under the same worker settings, the Stripe stand-in in this process (its latency
 server in a process of its own. Load comes from other processes: wrk, and Python clients in a process pool.
 
 Rows:
-  * the event page against a bare Flask + SQLAlchemy + Jinja page of the same event (wrk);
+  * the event page against a bare Flask + SQLAlchemy + Jinja page of the same event (wrk), served under the
+    shop's gunicorn settings and under sync workers: the ratio is to the faster of the two;
   * sustained checkouts with a local Stripe, then with ``--stripe-latency`` added to each Stripe call;
   * the rush: ``--buyers`` checkouts at once for ``--capacity`` seats, with that latency;
   * webhook ingest: distinct signed ``checkout.session.completed`` events, each paying an order;
@@ -81,14 +82,16 @@ def measure(args, env, stripe, aws):
     build_schema(app)
     _fill_catalogue(app.test_cli_runner(), args.capacity)
     rows = Table()
-    with gunicorn_server(env, workers=None) as shop, floor_server(env) as floor:
-        rows.add(event_page(shop.url, floor, args.seconds))
+    with gunicorn_server(env, workers=None) as shop, floor_server(env) as floor, \
+            floor_server(env, worker_class="sync") as sync_floor:
+        floors = {f"floor ({_gunicorn_settings()['worker_class']})": floor, "floor (sync)": sync_floor}
+        rows.add(event_page(shop.url, floors, args.seconds))
         local = sustained_checkouts(shop.url, args.seconds)
         rows.add(("checkout, local Stripe (orders/s)", local["rps"], None, "-", _wrk_note(local)))
         stripe.latency = args.stripe_latency
         slow = sustained_checkouts(shop.url, args.seconds, connections=256)
         rows.add((f"checkout, Stripe +{args.stripe_latency * 1000:.0f} ms (orders/s)", slow["rps"], local["rps"],
-                     "≥ 200/s", _wrk_note(slow)))
+                  "≥ 200/s", _wrk_note(slow)))
         rush_row, rush_ok = the_rush(shop.url, args)
         rows.add(rush_row)
         stripe.latency = 0.0
@@ -96,23 +99,32 @@ def measure(args, env, stripe, aws):
             refs = _pending_refs(shop.url, args.events + args.messages)
         rows.add(webhook_ingest(shop.url, stripe, refs[:args.events]))
         rows.add(("worker RSS (MB, largest)", _largest_worker_mb(shop.url), _largest_worker_mb(floor),
-                     "< 150 MB", ""))
+                  "< 150 MB", ""))
+        with open(shop.log_path) as log:
+            conflicts = sum("lock conflict" in line for line in log)
     rows.add(sqs_drain(env, app, stripe, aws, refs[args.events:]))
+    rows.notes.append(f"holds retried after a lock conflict (deadlock or lock-wait timeout): {conflicts}")
     release_connections(app)
     return rows, rush_ok
 
 
 # ----- the rows -----
 
-def event_page(shop_url, floor_url, seconds):
-    """wrk on both pages, alternated twice so a passing disturbance hits both alike; the means."""
-    wrk(f"{shop_url}/events/1", 2, 8)  # warm-up: workers connect, templates compile
-    wrk(f"{floor_url}/events/1", 2, 8)
-    shop, floor = [], []
+def event_page(shop_url, floors, seconds):
+    """wrk on the shop's page and each floor's, alternated twice so a passing disturbance hits all alike.
+
+    Returns the row of the shop's mean against the best floor's."""
+    urls = {"shop": shop_url, **floors}
+    for url in urls.values():
+        wrk(f"{url}/events/1", 2, 8)  # warm-up: workers connect, templates compile
+    rates = {name: [] for name in urls}
     for _ in range(2):
-        floor.append(wrk(f"{floor_url}/events/1", seconds // 2, 32)["rps"])
-        shop.append(wrk(f"{shop_url}/events/1", seconds // 2, 32)["rps"])
-    return ("event page (req/s, wrk -c32)", statistics.mean(shop), statistics.mean(floor), "≥ 0.9 × floor", "")
+        for name, url in urls.items():
+            rates[name].append(wrk(f"{url}/events/1", seconds // 2, 32)["rps"])
+    means = {name: statistics.mean(values) for name, values in rates.items()}
+    best = max(floors, key=means.get)
+    note = "best floor: " + best + "; " + ", ".join(f"{name} {means[name]:.0f}" for name in floors)
+    return ("event page (req/s, wrk -c32)", means["shop"], means[best], "≥ 0.9 × floor", note)
 
 
 def sustained_checkouts(shop_url, seconds, connections=64):
@@ -256,15 +268,16 @@ def _pending_refs(shop_url, count):
 # ----- servers and processes -----
 
 @contextlib.contextmanager
-def floor_server(env):
-    """The floor app under gunicorn with the worker settings gunicorn.conf.py gives the shop."""
+def floor_server(env, worker_class=None):
+    """The floor app under gunicorn with the worker settings gunicorn.conf.py gives the shop, or with
+    ``worker_class`` instead (sync: as many workers as the shop's gthread setting would have, 2 × cores)."""
     settings = _gunicorn_settings()
+    workers = settings["workers"] if worker_class is None else 2 * os.cpu_count()
     port = free_port()
     # -c /dev/null: not the shop's gunicorn.conf.py, which gunicorn would read from the working directory.
     command = [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "--bind", f"127.0.0.1:{port}",
-               "--workers", str(settings["workers"]),
-               "--worker-class", settings["worker_class"], "--threads", str(settings["threads"]),
-               "tests.support.floor_app:app"]
+               "--workers", str(workers), "--worker-class", worker_class or settings["worker_class"],
+               "--threads", str(settings["threads"] if worker_class is None else 1), "tests.support.floor_app:app"]
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -343,7 +356,12 @@ def _processes():
 
 
 class Table(list):
-    """The rows (name, shop, floor or None, goal, note); each is shown on stderr as it is measured."""
+    """The rows (name, shop, floor or None, goal, note); each is shown on stderr as it is measured.
+    ``notes``: lines printed under the table."""
+
+    def __init__(self):
+        super().__init__()
+        self.notes = []
 
     def add(self, row):
         self.append(row)
@@ -364,6 +382,8 @@ def print_table(rows, load_before, load_after):
     print(f"{'what':52} {'shop':>9} {'floor':>9} {'ratio':>6}  {'goal':14} notes")
     for row in rows:
         print(Table.line(*row))
+    for note in rows.notes:
+        print(note)
 
 
 def _load(values):

@@ -8,9 +8,9 @@ The database is the exception, on purpose. Its connections use the operating sys
 sockets, so a greenlet that runs a transaction runs it from BEGIN to COMMIT without yielding to
 the others. A row lock (the seats of a ticket type in a rush) is then held for the database's
 own few milliseconds. With cooperative sockets, every statement inside the lock would wait its
-turn behind every other greenlet's work, and the lock would be held that much longer. Measured
-with ``python -m tests.bench``: sustained checkouts 90 → 112/s and the event page's median
-62 → 13 ms on the 2-core VM.
+turn behind every other greenlet's work, and the lock would be held that much longer. Measured on
+the 2-core VM with wrk (two gevent workers, Stripe + 250 ms a call), cooperative → blocking database
+sockets: sustained checkouts 90 → 112/s, and the event page's median 62 → 13 ms.
 
 The price: while one greenlet waits on the database, its whole worker waits. That is a
 millisecond on a healthy database. A silent one makes each worker wait up to the read timeout

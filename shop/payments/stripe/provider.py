@@ -41,8 +41,9 @@ INTENT_ID = re.compile(r"pi_[A-Za-z0-9_]{1,250}")
 MINIMUM_AMOUNT = Decimal("0.50")
 # The only currencies the shop accepts have two decimals (config refuses the others).
 MINOR_UNITS_PER_MAJOR = 100
-# Connections to Stripe kept open per process: as many as calls in flight in a rush (one per request).
-KEPT_CONNECTIONS = 256
+# Connections to Stripe kept open per process: one per request a gevent worker serves at once (gunicorn.conf.py's
+# worker_connections), so a rush never opens and drops connections beyond the pool.
+KEPT_CONNECTIONS = 1000
 
 
 def to_minor(amount):
