@@ -10,9 +10,9 @@ import sys
 
 # gevent: a greenlet per request, so a worker keeps every checkout's wait on Stripe's API in flight (up to
 # worker_connections), where gthread kept GUNICORN_THREADS per worker; the database stays blocking, on
-# purpose (shop/ops/greenlets.py). Measured with `python -m tests.bench` on 2 cores, Stripe + 250 ms per
-# call: gthread(8) 60 checkouts/s and a 500-buyer rush's p99 4.5 s; gevent 126/s and 1.9 s; the event
-# page 267 → 394 req/s. GUNICORN_WORKER_CLASS=gthread (with GUNICORN_THREADS) remains the fallback.
+# purpose (shop/ops/greenlets.py). Same code, 2 cores, Stripe + 250 ms a call, wrk -c200: gthread with 32
+# threads 78 checkouts/s and the event page 301 req/s; gevent 96/s and 361; gevent with blocking database
+# sockets 112/s and 384. GUNICORN_WORKER_CLASS=gthread (with GUNICORN_THREADS) remains the fallback.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
 if worker_class == "gevent":
     # Before the shop is imported below (gunicorn's own patching, in each worker, would come after it):

@@ -59,4 +59,6 @@ def test_a_five_megabyte_webhook_gets_413_and_the_workers_memory_stays_flat(one_
     assert answers == [(413, {"error": "That request is too large."})] * 3
     # Reading one such body into memory would raise the worker's peak by 5 MB at least.
     assert memory_kib(pid, "VmHWM") - peak_before < 1024
-    assert memory_kib(pid, "VmRSS") - rss_before < 1024
+    # Keeping any of them would leave 5 MB more each. A gevent worker's resident size wanders by a megabyte or
+    # two from one request to the next (allocator arenas, the background greenlets), with no trend.
+    assert memory_kib(pid, "VmRSS") - rss_before < FIVE_MB // 1024 // 2
