@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 
 from shop.extensions import db
 from shop.models import PaymentEvent, TicketOrder
-from tests.bench_rush import WRK_CHECKOUT, _fill_catalogue, percentile, rush, wrk
+from tests.bench_rush import WRK_CHECKOUT, fill_catalogue, percentile, rush, wrk
 from tests.support.apps import (
     STRIPE_KEY,
     WEBHOOK_SECRET,
@@ -80,7 +80,7 @@ def measure(args, env, stripe, aws):
     """Run every row; returns (rows, whether the rush sold exactly the capacity without a 5xx)."""
     app = app_from_environment(env)
     build_schema(app)
-    _fill_catalogue(app.test_cli_runner(), args.capacity)
+    fill_catalogue(app.test_cli_runner(), args.capacity)
     rows = Table()
     with gunicorn_server(env, workers=None) as shop, floor_server(env) as floor, \
             floor_server(env, worker_class="sync") as sync_floor:

@@ -140,7 +140,7 @@ def run(args, env):
     """Fill the catalogue, serve the shop under gunicorn with ``env`` and measure; 0 when the rushes went right."""
     app = app_from_environment(env)
     build_schema(app)
-    _fill_catalogue(app.test_cli_runner(), args.capacity)
+    fill_catalogue(app.test_cli_runner(), args.capacity)
     modes = ("single", "mixed") if args.mode == "both" else (args.mode,)
 
     with gunicorn_server(env, workers=args.workers) as served:
@@ -167,7 +167,7 @@ def run(args, env):
     return 0 if ok else 1
 
 
-def _fill_catalogue(runner, capacity):
+def fill_catalogue(runner, capacity):
     """Event 1: types 1 and 3 never sell out (sustained load), 2 is the single-type rush, 4 and 5 share a quota."""
     unlimited = 1_000_000  # the largest capacity a ticket type may have
     commands = [["create-event", "--title", "Bench", "--venue", "Hall", "--starts-at", "2099-01-01T20:00"]]
