@@ -17,6 +17,7 @@ Needs wrk (Debian package ``wrk``). Not a test: it prints figures and exits 1 on
 """
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -289,7 +290,9 @@ def floor_server(env, worker_class=None):
         process.wait(timeout=30)
 
 
+@functools.cache
 def _gunicorn_settings():
+    """Read once per run: each read starts a Python process that imports the shop."""
     return gunicorn_settings("workers", "worker_class", "threads")
 
 
