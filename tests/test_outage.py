@@ -117,7 +117,8 @@ def test_under_gevent_workers_a_silent_database_costs_a_503_in_time_and_the_work
     try:
         with gunicorn_shop(workers=1, database_url=proxy.url, SHOP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
                            SHOP_DB_READ_TIMEOUT=str(READ_TIMEOUT), SHOP_DB_WRITE_TIMEOUT=str(READ_TIMEOUT)) as served:
-            assert "Using worker: gevent" in open(served.log_path).read()
+            with open(served.log_path) as log:
+                assert "Using worker: gevent" in log.read()
             event_page = f"{served.url}/events/{ticket.event_id}"
             assert fetch(event_page)[0] == 200
             proxy.stall()
